@@ -1,0 +1,199 @@
+"""The sentiment model: embedding, recurrent stack, readout and a one-logit head.
+
+Padded batches are handled exactly without `pack_padded_sequence`, which costs 1.7x-4.5x per step
+on CPU. Each row is left-aligned first (its tokens in order, then padding), so a plain
+unidirectional cuDNN/MKL layer computes exact states for every step before the row's length:
+padding only ever comes after them, and no readout looks at those later steps. The backward
+direction runs a separate layer over each row reversed within its own length. The logit is
+therefore the same whether a review is padded before or after, by 0 or by 50 steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+PAD_ID = 0
+UNK_ID = 1
+
+Cell = Literal["rnn", "lstm", "gru"]
+Pooling = Literal["last", "mean", "max", "mean_max"]
+
+_LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Every architecture choice of `SentimentRNN`; defaults match the tutorial's SimpleRNN.
+
+    Validated on construction, so an impossible value fails at once with a message naming the key
+    and what is allowed. Lists are accepted for the tuple fields (as YAML and JSON give them).
+    """
+
+    vocab_size: int  # including the reserved ids PAD_ID and UNK_ID
+    embedding_dim: int = 100
+    embedding_dropout: float = 0.0
+    input_layers: tuple[int, ...] = ()  # Linear+ReLU sizes before the recurrence
+    cell: Cell = "rnn"
+    hidden_dim: int = 256
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # between recurrent layers and before the head
+    pooling: Pooling = "last"
+    head_layers: tuple[int, ...] = ()  # Linear+ReLU sizes between the readout and the logit
+
+    def __post_init__(self) -> None:
+        _check_int("vocab_size", self.vocab_size, 2)
+        for name in ("embedding_dim", "hidden_dim", "num_layers"):
+            _check_int(name, getattr(self, name), 1)
+        for name in ("embedding_dropout", "dropout"):
+            _check_probability(name, getattr(self, name))
+        for name in ("input_layers", "head_layers"):
+            sizes = getattr(self, name)
+            if not isinstance(sizes, list | tuple) or not all(_is_int(s) and s >= 1 for s in sizes):
+                raise ValueError(f"{name} must be a list of integers >= 1; got {sizes!r}")
+            object.__setattr__(self, name, tuple(sizes))
+        _check_choice("cell", self.cell, get_args(Cell))
+        _check_choice("pooling", self.pooling, get_args(Pooling))
+        if not isinstance(self.bidirectional, bool):
+            raise ValueError(f"bidirectional must be true or false; got {self.bidirectional!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (tuples as lists): fit for YAML, JSON and `weights_only` checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Rebuild a config from `to_dict()` output, refusing unknown or missing keys by name."""
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(
+                f"unknown model config key(s): {', '.join(unknown)}; allowed: {', '.join(known)}"
+            )
+        if "vocab_size" not in data:
+            raise ValueError("model config is missing the required key vocab_size")
+        return cls(**data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+
+def _check_probability(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _mlp(in_dim: int, sizes: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """Linear+ReLU per size (an empty Sequential is the identity), and the output width."""
+    layers: list[nn.Module] = []
+    for size in sizes:
+        layers += [nn.Linear(in_dim, size), nn.ReLU()]
+        in_dim = size
+    return nn.Sequential(*layers), in_dim
+
+
+def _dropout(p: float) -> nn.Module:
+    """Skip the no-op dropout: at p=0 `nn.Dropout` still draws a mask in training."""
+    return nn.Dropout(p) if p else nn.Identity()
+
+
+def _gather_steps(x: Tensor, index: Tensor) -> Tensor:
+    """`x[b, index[b, t]]` for x [B, T, D] and index [B, T]: reorders the steps of each row."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+class SentimentRNN(nn.Module):
+    """One logit per review from padded token ids, exact for any padding side or amount.
+
+    A row with no tokens at all (an empty review) is read as one padding step, whose embedding is
+    zero, so its logit is finite: what the model makes of an empty text.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        self.embedding_dropout = _dropout(config.embedding_dropout)
+        self.input_mlp, in_dim = _mlp(config.embedding_dim, config.input_layers)
+        # One single-layer unidirectional module per layer and direction: directions meet between
+        # layers, so a multi-layer or bidirectional torch module cannot be used on aligned rows.
+        directions = 2 if config.bidirectional else 1
+        self.recurrent = nn.ModuleList()
+        for _ in range(config.num_layers):
+            self.recurrent.append(
+                nn.ModuleList(
+                    _LAYERS[config.cell](in_dim, config.hidden_dim, batch_first=True)
+                    for _ in range(directions)
+                )
+            )
+            in_dim = config.hidden_dim * directions
+        self.dropout = _dropout(config.dropout)
+        readout_dim = in_dim * (2 if config.pooling == "mean_max" else 1)
+        head_mlp, head_dim = _mlp(readout_dim, config.head_layers)
+        self.head = nn.Sequential(_dropout(config.dropout), head_mlp, nn.Linear(head_dim, 1))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Logits [B] for token ids [B, T] padded with PAD_ID on either side."""
+        lengths = (ids != PAD_ID).sum(1).clamp_(min=1)  # [B]; an empty row reads one padding step
+        steps = int(lengths.max())
+        # Stable sort of the padding flags: each row's tokens first, in order, then its padding.
+        order = torch.argsort((ids == PAD_ID).to(torch.int8), dim=1, stable=True)  # [B, T]
+        ids = ids.gather(1, order[:, :steps])  # [B, S], S = longest row
+        t = torch.arange(steps, device=ids.device)  # [S]
+        valid = t < lengths.unsqueeze(1)  # [B, S]
+        # Step t of a row reversed within its length; padding steps stay put. An involution.
+        reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - t, t)  # [B, S]
+
+        x = self.input_mlp(self.embedding_dropout(self.embedding(ids)))  # [B, S, E or I]
+        for depth, directions in enumerate(self.recurrent):
+            if depth:
+                x = self.dropout(x)
+            left_to_right = directions[0](x)[0]  # [B, S, H]
+            if len(directions) == 1:
+                x = left_to_right
+                continue
+            right_to_left = directions[1](_gather_steps(x, reverse))[0]  # [B, S, H], reversed
+            right_to_left = _gather_steps(right_to_left, reverse)  # [B, S, H], original order
+            x = torch.cat([left_to_right, right_to_left], dim=-1)  # [B, S, 2H]
+
+        features = self._readout(x, lengths, valid)  # [B, D*H] or [B, 2*D*H] for mean_max
+        return self.head(features).squeeze(-1)  # [B]
+
+    def _readout(self, states: Tensor, lengths: Tensor, valid: Tensor) -> Tensor:
+        """Pool the top layer's states [B, S, D*H] over each row's own steps only."""
+        pooling = self.config.pooling
+        if pooling == "last":
+            # Forward: the state after the last token. Backward: its own last step, which is the
+            # state after reading the whole row right to left, found at original position 0.
+            rows = torch.arange(states.size(0), device=states.device)
+            last = states[rows, lengths - 1, : self.config.hidden_dim]  # [B, H]
+            if not self.config.bidirectional:
+                return last
+            return torch.cat([last, states[:, 0, self.config.hidden_dim :]], dim=-1)  # [B, 2H]
+        pooled = []
+        if pooling in ("mean", "mean_max"):
+            mask = valid.unsqueeze(-1).to(states.dtype)  # [B, S, 1]
+            pooled.append((states * mask).sum(1) / lengths.unsqueeze(1))  # [B, D*H]
+        if pooling in ("max", "mean_max"):
+            padded = states.masked_fill(~valid.unsqueeze(-1), float("-inf"))  # [B, S, D*H]
+            pooled.append(padded.amax(1))  # [B, D*H]
+        return torch.cat(pooled, dim=-1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

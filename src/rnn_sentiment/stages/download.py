@@ -1,0 +1,179 @@
+"""download stage: fetch the IMDB archive, verify its sha256, read the labelled reviews.
+
+The archive comes from the official URL by default, or from a local path or `file://` mirror; a
+source that cannot be reached falls through to the next mirror, but a wrong digest stops at once.
+Reviews are read straight from the compressed stream: nothing is extracted to disk, so no member
+can land outside its target and links are never followed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from pathlib import Path
+
+import pandas as pd
+
+from rnn_sentiment import params as params_lib
+from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.files import atomic_path, write_parquet
+from rnn_sentiment.params import DownloadParams, Source
+from rnn_sentiment.progress import progress
+
+REVIEW_MEMBER = re.compile(
+    r"^aclImdb/(?P<split>train|test)/(?P<label>pos|neg)/(?P<id>\d+)_(?P<rating>\d+)\.txt$"
+)
+COLUMNS = ["split", "review_id", "rating", "label", "text"]
+CHUNK = 1 << 20
+TIMEOUT_S = 30  # per network read; an unreachable host fails over to the next mirror
+
+
+class SourceUnavailable(Exception):
+    """A source could not be reached; the next mirror may still work."""
+
+
+def run(params: DownloadParams, cache_dir: Path) -> pd.DataFrame:
+    """Fetch and verify the archive from the first reachable source, and return its reviews."""
+    return read_reviews(fetch(params.sources(), cache_dir))
+
+
+def fetch(sources: tuple[Source, ...], cache_dir: Path) -> Path:
+    """Return the path of a verified archive, trying `sources` in order."""
+    failures = []
+    for source in sources:
+        try:
+            return _fetch_one(source, cache_dir)
+        except SourceUnavailable as err:
+            failures.append(f"{source.url} ({err})")
+    raise UserError(
+        f"could not fetch the archive from {'; '.join(failures)}: "
+        "set download.url (and download.sha256) to a reachable URL or a local copy"
+    )
+
+
+def _fetch_one(source: Source, cache_dir: Path) -> Path:
+    parsed = urllib.parse.urlparse(source.url)
+    if parsed.scheme in ("http", "https"):
+        cached = cache_dir / Path(parsed.path).name
+        if cached.is_file() and sha256_of(cached) == source.sha256:
+            return cached
+        _download(source, cached)
+        return cached
+    if parsed.scheme not in ("", "file"):
+        raise UserError(
+            f"download.url scheme '{parsed.scheme}' unsupported: use http(s), file:// or a path"
+        )
+    path = Path(urllib.request.url2pathname(parsed.path) if parsed.scheme == "file" else source.url)
+    if not path.is_file():
+        raise SourceUnavailable("no such file")
+    _verify(path.name, sha256_of(path), source.sha256)
+    return path
+
+
+def _download(source: Source, target: Path) -> None:
+    """Stream `source` into `target`, hashing as it goes; keep it only if the digest matches."""
+    digest = hashlib.sha256()
+    try:
+        with (
+            urllib.request.urlopen(source.url, timeout=TIMEOUT_S) as response,
+            atomic_path(target) as tmp,
+        ):
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with (
+                tmp.open("wb") as out,
+                progress(total=total, unit="B", unit_scale=True, desc="download") as bar,
+            ):
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            _verify(source.url, digest.hexdigest(), source.sha256)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        raise SourceUnavailable(getattr(err, "reason", err)) from None
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks with a progress bar."""
+    digest = hashlib.sha256()
+    with (
+        path.open("rb") as handle,
+        progress(total=path.stat().st_size, unit="B", unit_scale=True, desc="sha256") as bar,
+    ):
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def _verify(name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise UserError(
+            f"sha256 mismatch for {name}: expected {expected}, got {actual}; "
+            "fix download.sha256 or use an intact copy of the archive"
+        )
+
+
+def read_reviews(archive: Path) -> pd.DataFrame:
+    """Read the labelled reviews `{train,test}/{pos,neg}/<id>_<rating>.txt`, skipping all else.
+
+    Rows are sorted by (split, label, review_id) so the same archive always gives the same table.
+    """
+    rows = []
+    try:
+        with tarfile.open(archive, "r|gz") as tar:
+            for member in progress(tar, desc="read reviews", unit=" files"):
+                match = REVIEW_MEMBER.match(member.name)
+                if match is None or not member.isreg():
+                    continue
+                text = tar.extractfile(member).read().decode("utf-8")
+                rows.append(
+                    (
+                        match["split"],
+                        int(match["id"]),
+                        int(match["rating"]),
+                        int(match["label"] == "pos"),
+                        text,
+                    )
+                )
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raise UserError(
+            f"archive {archive.name} is truncated or corrupt ({err}): fetch it again"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(
+            f"archive {archive.name} holds a review that is not UTF-8: use the official archive"
+        ) from None
+    if not rows:
+        raise UserError(
+            f"archive {archive.name} has no labelled reviews (aclImdb/{{train,test}}/{{pos,neg}})"
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
+        {"review_id": "int32", "rating": "int8", "label": "int8"}
+    )
+    return frame.sort_values(["split", "label", "review_id"], ignore_index=True)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=params_lib.PARAMS_FILE)
+    parser.add_argument(
+        "--cache-dir", type=Path, required=True, help="where fetched archives are kept"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="the reviews table (.parquet)")
+    args = parser.parse_args(argv)
+    reviews = run(params_lib.load(args.params).download, args.cache_dir)
+    write_parquet(reviews, args.output)
+    counts = reviews.groupby(["split", "label"]).size().to_dict()
+    print(f"download: {len(reviews)} reviews {counts} -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""pad stage: cut or pad every review's token ids to `maxlen`, keeping each row's true length.
+
+The true lengths travel with the ids so the model can ignore padding exactly, whichever side it
+is on; an empty review becomes a row of padding with length 0 rather than an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rnn_sentiment import params as params_lib
+from rnn_sentiment.errors import exit_on_user_error
+from rnn_sentiment.files import read_parquet, write_npz
+from rnn_sentiment.params import PadParams
+from rnn_sentiment.text import PAD_ID
+
+SPLITS = ("train", "test")
+
+
+def pad_sequences(
+    values: np.ndarray, offsets: np.ndarray, params: PadParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad ragged rows (flat `values` cut at `offsets`) to `[N, maxlen]`; return ids and lengths.
+
+    Vectorised: row i keeps `kept_i = min(len_i, maxlen)` tokens, taken from its start or its end
+    (`truncating`) and placed at the left or the right of its padded row (`padding`).
+    """
+    maxlen = params.maxlen
+    lengths = np.diff(offsets)
+    kept = np.minimum(lengths, maxlen)
+    first = offsets[:-1] + (lengths - kept if params.truncating == "pre" else 0)
+    start_col = maxlen - kept if params.padding == "pre" else np.zeros_like(kept)
+    position = np.arange(maxlen)[None, :] - start_col[:, None]  # [N, maxlen] index in the kept run
+    inside = (position >= 0) & (position < kept[:, None])
+    ids = np.full((len(kept), maxlen), PAD_ID, dtype=np.int32)
+    ids[inside] = values[(first[:, None] + position)[inside]]
+    return ids, kept.astype(np.int32)
+
+
+def run(params: PadParams, tokens: dict[str, pa.Table]) -> dict[str, dict[str, np.ndarray]]:
+    """Return `{split: {"ids", "lengths", "labels"}}` arrays for each split's token table."""
+    padded = {}
+    for split, table in tokens.items():
+        column = table.column("ids").combine_chunks()
+        values = column.values.to_numpy(zero_copy_only=False)
+        offsets = column.offsets.to_numpy()
+        ids, lengths = pad_sequences(values, offsets, params)
+        labels = table.column("label").to_numpy().astype(np.int8)
+        padded[split] = {"ids": ids, "lengths": lengths, "labels": labels}
+    return padded
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=params_lib.PARAMS_FILE)
+    parser.add_argument("--tokens-dir", type=Path, required=True)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = params_lib.load(args.params).pad
+    tokens = {split: read_parquet(args.tokens_dir / f"{split}.parquet") for split in SPLITS}
+    for split, arrays in run(params, tokens).items():
+        write_npz(args.output_dir / f"{split}.npz", **arrays)
+        print(f"pad: {split} ids {list(arrays['ids'].shape)} -> {args.output_dir / split}.npz")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

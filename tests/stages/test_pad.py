@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rnn_sentiment.params import PadParams
+from rnn_sentiment.stages import pad
+
+ROWS = [[5, 6, 7, 8, 9], [5, 6], []]
+
+
+def padded(maxlen: int, padding: str, truncating: str) -> tuple[list[list[int]], list[int]]:
+    table = pa.table({"label": [1, 0, 1], "ids": pa.array(ROWS, type=pa.list_(pa.int32()))})
+    params = PadParams(maxlen=maxlen, padding=padding, truncating=truncating)
+    arrays = pad.run(params, {"train": table})["train"]
+    assert arrays["ids"].dtype == np.int32 and arrays["ids"].shape == (3, maxlen)
+    assert arrays["labels"].tolist() == [1, 0, 1]
+    return arrays["ids"].tolist(), arrays["lengths"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("padding", "truncating", "expected"),
+    [
+        ("post", "pre", [[7, 8, 9], [5, 6, 0], [0, 0, 0]]),
+        ("post", "post", [[5, 6, 7], [5, 6, 0], [0, 0, 0]]),
+        ("pre", "pre", [[7, 8, 9], [0, 5, 6], [0, 0, 0]]),
+        ("pre", "post", [[5, 6, 7], [0, 5, 6], [0, 0, 0]]),
+    ],
+)
+def test_padding_and_truncating_sides(
+    padding: str, truncating: str, expected: list[list[int]]
+) -> None:
+    ids, lengths = padded(3, padding, truncating)
+    assert ids == expected
+    assert lengths == [3, 2, 0]
+
+
+def test_rows_shorter_than_maxlen_are_kept_whole() -> None:
+    ids, lengths = padded(6, "post", "pre")
+    assert ids[0] == [5, 6, 7, 8, 9, 0]
+    assert lengths == [5, 2, 0]
+
+
+def test_writes_deterministic_npz(tmp_path) -> None:
+    from rnn_sentiment.files import read_npz, write_npz
+
+    arrays = {
+        "ids": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "lengths": np.array([3, 1], np.int32),
+    }
+    write_npz(tmp_path / "a.npz", **arrays)
+    write_npz(tmp_path / "b.npz", **arrays)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert read_npz(tmp_path / "a.npz")["ids"].tolist() == arrays["ids"].tolist()
+
+
+def test_missing_tokens_say_how_to_produce_them(tmp_path, capsys) -> None:
+    (tmp_path / "params.yaml").write_text("pad:\n  maxlen: 4\n", encoding="utf-8")
+    code = pad.main(
+        [
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--tokens-dir",
+            str(tmp_path),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert "missing input file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

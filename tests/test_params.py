@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rnn_sentiment import params
+from rnn_sentiment.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_load_with_tutorial_defaults() -> None:
+    loaded = params.load(REPO / "params.yaml")
+    assert loaded.tokenize.max_features == 10_000
+    assert loaded.pad.maxlen == 150
+    assert loaded.download.url == params.OFFICIAL_URL
+    assert loaded.download.sha256 == params.OFFICIAL_SHA256
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"pad": {"maxlen": 0}}, r"pad\.maxlen: .*greater than or equal to 1.*got 0"),
+        ({"pad": {"maxlen": -3}}, r"pad\.maxlen"),
+        ({"tokenize": {"max_features": -5}}, r"tokenize\.max_features: .*got -5"),
+        (
+            {"pad": {"padding": "middle"}},
+            r"pad\.padding: Input should be 'pre' or 'post'.*'middle'",
+        ),
+        ({"pad": {"maxlen": "long"}}, r"pad\.maxlen: .*valid integer"),
+        ({"pad": {"max_len": 150}}, r"unknown key 'pad\.max_len'; allowed here: maxlen, padding"),
+        ({"trian": {}}, r"unknown key 'trian'; allowed here: base, download"),
+        (
+            {"train": {"model": {"cel": "gru"}}},
+            r"unknown key 'train\.model\.cel'; allowed here: bidir",
+        ),
+        ({"download": {"sha256": "abc"}}, r"download\.sha256: String should match pattern"),
+    ],
+)
+def test_invalid_params_fail_with_one_line_naming_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        params.parse(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not found"):
+        params.load(tmp_path / "absent.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pad: [unclosed\n", encoding="utf-8")
+    with pytest.raises(UserError, match="not valid YAML"):
+        params.load(broken)
+
+
+def test_flatten_uses_dotted_keys() -> None:
+    flat = params.flatten(params.Params())
+    assert flat["tokenize.max_features"] == 10_000
+    assert flat["train.model.cell"] == "gru"
+    assert flat["train.model.input_layers"] == []
