@@ -74,3 +74,28 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     return uri
+
+
+def synthetic_padded(per_class: int, offset: int = 0, maxlen: int = 24) -> tuple[dict, object]:
+    """Padded arrays (`ids`, `lengths`, `labels`) of synthetic reviews, through the real stages.
+
+    Returns the arrays and the tokenizer fitted on them.
+    """
+    import pyarrow as pa
+
+    from rnn_sentiment.params import PadParams, TokenizeParams
+    from rnn_sentiment.stages import pad, tokenize
+
+    rows = [
+        (label, synthetic_review(label, offset + i)) for i in range(per_class) for label in (0, 1)
+    ]
+    table = pa.table(
+        {
+            "split": ["train"] * len(rows) + ["test"],
+            "review_id": list(range(len(rows) + 1)),
+            "label": [label for label, _ in rows] + [0],
+            "text": [review for _, review in rows] + ["unused"],
+        }
+    )
+    tokenizer, tables = tokenize.run(TokenizeParams(max_features=50), table)
+    return pad.run(PadParams(maxlen=maxlen), {"train": tables["train"]})["train"], tokenizer

@@ -1,0 +1,49 @@
+"""Checkpoints: a state dict with the config that builds its model, never a pickled module.
+
+`torch.load(..., weights_only=True)` reads them back, so loading a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rnn_sentiment.errors import UserError
+from rnn_sentiment.files import atomic_path
+from rnn_sentiment.models import ModelConfig, SentimentRNN
+from rnn_sentiment.params import PadParams
+
+MODEL_FILE = "model.pt"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained model with the padding its inputs were trained with."""
+
+    model: SentimentRNN
+    pad: PadParams
+
+
+def save(path: str | os.PathLike[str], model: SentimentRNN, pad: PadParams) -> None:
+    state = {key: tensor.detach().cpu() for key, tensor in model.state_dict().items()}
+    payload = {"model_config": model.config.to_dict(), "pad": pad.model_dump(), "state_dict": state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Checkpoint:
+    """Rebuild the model of a checkpoint on `device`, in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no model at {path}: run `dvc repro` to train one, or pass --model")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+        model = SentimentRNN(ModelConfig.from_dict(payload["model_config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"{path} is not a checkpoint of this project ({err}); retrain it") from None
+    return Checkpoint(model.to(device).eval(), PadParams(**payload["pad"]))

@@ -1,0 +1,151 @@
+"""train stage: fit the recurrent model on the train split, select the best epoch on validation.
+
+The validation split is carved from train (stratified, seeded): the test split is never looked at
+here. Outputs the checkpoint and the tokenizer it needs (`models/`, enough to serve), the training
+metrics and the per-epoch curve, and one MLflow run holding all of it plus the pyfunc model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+
+from rnn_sentiment import checkpoint, tracking
+from rnn_sentiment import params as params_lib
+from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.files import atomic_path, read_npz, write_json
+from rnn_sentiment.models import ModelConfig, SentimentRNN, count_parameters
+from rnn_sentiment.params import TrainParams
+from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
+
+RUN_FILE = "mlflow_run.json"
+EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never get back."]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model: SentimentRNN
+    history: list[EpochStats]
+    best_epoch: int
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        best = self.history[self.best_epoch - 1]
+        return {
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.history),
+            "best_val_loss": best.val_loss,
+            "best_val_accuracy": best.val_accuracy,
+            "best_train_loss": best.train_loss,
+            "best_train_accuracy": best.train_accuracy,
+            "train_seconds": sum(stats.seconds for stats in self.history),
+            "parameters": count_parameters(self.model),
+        }
+
+
+def split_validation(
+    ids: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[Split, Split]:
+    """A stratified, seeded train/validation split of the training rows."""
+    if len(np.unique(labels)) < 2 or min(np.bincount(labels)) < 2:
+        raise UserError(
+            "the train split needs at least 2 reviews of each label to carve a validation split"
+        )
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
+    )
+    return Split.from_arrays(ids[train_idx], labels[train_idx]), Split.from_arrays(
+        ids[val_idx], labels[val_idx]
+    )
+
+
+def run(
+    params: TrainParams,
+    seed: int,
+    arrays: dict[str, np.ndarray],
+    vocab_size: int,
+    device: torch.device,
+    on_epoch=lambda stats: None,
+) -> TrainResult:
+    """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
+    seed_everything(seed)
+    try:
+        config = ModelConfig(vocab_size=vocab_size, **params.model.model_dump())
+    except ValueError as err:
+        raise UserError(f"train.model: {err}") from None
+    train, val = split_validation(arrays["ids"], arrays["labels"], params.val_fraction, seed)
+    model = SentimentRNN(config)
+    history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
+    return TrainResult(model, history, best_epoch)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=params_lib.PARAMS_FILE)
+    parser.add_argument("--padded-dir", type=Path, required=True)
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--curve", type=Path, required=True)
+    args = parser.parse_args(argv)
+    params = params_lib.load(args.params)
+    arrays = read_npz(args.padded_dir / "train.npz")
+    vocab_size = tokenizer_vocab_size(args.tokenizer)
+    device = choose_device()
+    with tracking.training_run(tracked_params(params)) as run_id:
+        result = run(
+            params.train,
+            params.base.seed,
+            arrays,
+            vocab_size,
+            device,
+            on_epoch=lambda stats: tracking.log_epoch(
+                {k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch
+            ),
+        )
+        tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
+        write_model_dir(args.model_dir, result.model, params, args.tokenizer)
+        model_uri = tracking.log_model(args.model_dir, EXAMPLE_REVIEWS)
+        write_json({"run_id": run_id, "model_uri": model_uri}, args.model_dir / RUN_FILE)
+    write_json(result.metrics | {"device": device.type}, args.metrics)
+    curve = pd.DataFrame([stats.as_dict() for stats in result.history])
+    with atomic_path(args.curve) as tmp:
+        curve.to_csv(tmp, index=False, float_format="%.6f")
+    best = result.history[result.best_epoch - 1]
+    print(f"train: best epoch {result.best_epoch}, val accuracy {best.val_accuracy:.4f}")
+    return 0
+
+
+def tokenizer_vocab_size(path: Path) -> int:
+    from rnn_sentiment import text
+
+    if not path.is_file():
+        raise UserError(f"missing input file {path}: run `dvc repro` to produce it")
+    return text.load(str(path)).get_vocab_size()
+
+
+def tracked_params(params: params_lib.Params) -> dict[str, object]:
+    """The params that shaped the model: everything but where the archive was fetched from."""
+    return {k: v for k, v in params_lib.flatten(params).items() if not k.startswith("download.")}
+
+
+def write_model_dir(
+    model_dir: Path, model: SentimentRNN, params: params_lib.Params, tokenizer: Path
+) -> None:
+    """The checkpoint and its tokenizer side by side: all that serving needs."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(model_dir / checkpoint.MODEL_FILE, model, params.pad)
+    with atomic_path(model_dir / checkpoint.TOKENIZER_FILE) as tmp:
+        shutil.copyfile(tokenizer, tmp)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

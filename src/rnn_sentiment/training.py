@@ -1,0 +1,194 @@
+"""The training loop: length-bucketed batches, BCE on one logit, early stopping on validation loss.
+
+Everything a function uses comes in as an argument (model, data, optimizer, device), so the loop
+can be driven from the train stage, a benchmark or a test alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rnn_sentiment.params import TrainParams
+from rnn_sentiment.progress import progress
+
+BUCKET_BATCHES = 50  # batches sorted together by length: similar lengths, still well shuffled
+
+
+@dataclass(frozen=True)
+class Split:
+    """Padded token ids `[N, T]` and labels `[N]` of one split, as tensors ready for batching."""
+
+    ids: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, labels: np.ndarray) -> Split:
+        return cls(
+            torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(labels.astype(np.float32))
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return (self.ids != 0).sum(1).numpy()
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator the run touches, so the same params give the same metrics on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def choose_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucket: bool
+) -> list[np.ndarray]:
+    """Row indices per batch; with `rng`, shuffled; with `bucket`, similar lengths grouped.
+
+    Bucketing sorts windows of `BUCKET_BATCHES` batches by length, so each batch is trimmed to a
+    length close to its rows' and little compute goes to padding, at no cost in correctness.
+    """
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    if bucket:
+        window = batch_size * BUCKET_BATCHES
+        order = np.concatenate(
+            [chunk[np.argsort(-lengths[chunk], kind="stable")] for chunk in _windows(order, window)]
+        )
+    split = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if rng is not None:
+        split = [split[i] for i in rng.permutation(len(split))]
+    return split
+
+
+def _windows(order: np.ndarray, size: int) -> list[np.ndarray]:
+    return [order[i : i + size] for i in range(0, max(len(order), 1), size)]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: Split,
+    index_batches: list[np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    clip_grad_norm: float | None,
+    description: str = "train",
+) -> tuple[float, float]:
+    """One pass over `index_batches`; returns the mean loss and the accuracy on the fly."""
+    model.train()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    total_loss, correct = 0.0, 0
+    bar = progress(index_batches, desc=description, unit="batch", leave=False)
+    for index in bar:
+        ids = data.ids[index].to(device)
+        labels = data.labels[index].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(ids)  # [B]
+        loss = loss_fn(logits, labels)
+        (loss / len(index)).backward()
+        if clip_grad_norm is not None:
+            # Recurrent gradients can explode over long reviews; clipping keeps BPTT stable.
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        total_loss += loss.item()
+        correct += ((logits > 0) == (labels > 0.5)).sum().item()
+    return total_loss / len(data), correct / len(data)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, ids: torch.Tensor, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """Logits for every row of `ids`, in order (batched by length for speed)."""
+    model.eval()
+    lengths = (ids != 0).sum(1).numpy()
+    logits = np.empty(len(ids), dtype=np.float32)
+    for index in batches(lengths, batch_size, rng=None, bucket=True):
+        logits[index] = model(ids[index].to(device)).float().cpu().numpy()
+    return logits
+
+
+def evaluate_split(
+    model: nn.Module, data: Split, batch_size: int, device: torch.device
+) -> tuple[float, float]:
+    """Mean BCE loss and accuracy of `model` on `data`."""
+    logits = torch.from_numpy(predict_logits(model, data.ids, batch_size, device))
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, data.labels).item()
+    accuracy = ((logits > 0) == (data.labels > 0.5)).float().mean().item()
+    return loss, accuracy
+
+
+def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=params.lr, momentum=0.9, weight_decay=params.weight_decay
+        )
+    optimizer = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    params: TrainParams,
+    seed: int,
+    device: torch.device,
+    on_epoch: Callable[[EpochStats], None] = lambda stats: None,
+) -> tuple[list[EpochStats], int]:
+    """Train with early stopping; load the best epoch's weights (lowest validation loss) back.
+
+    Returns the per-epoch statistics and the best epoch (1-based).
+    """
+    model.to(device)
+    optimizer = make_optimizer(model, params)
+    rng = np.random.default_rng(seed)
+    lengths = train.lengths
+    history: list[EpochStats] = []
+    best_loss, best_epoch, best_state = float("inf"), 0, None
+    for epoch in progress(range(1, params.epochs + 1), desc="epochs", unit="epoch"):
+        start = time.perf_counter()
+        index_batches = batches(lengths, params.batch_size, rng, params.bucket_by_length)
+        train_loss, train_acc = train_one_epoch(
+            model, train, index_batches, optimizer, device, params.clip_grad_norm, f"epoch {epoch}"
+        )
+        val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device)
+        stats = EpochStats(
+            epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start
+        )
+        history.append(stats)
+        on_epoch(stats)
+        if val_loss < best_loss:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch - best_epoch >= params.patience:
+            break
+    model.load_state_dict(best_state)
+    return history, best_epoch

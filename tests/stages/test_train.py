@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rnn_sentiment.errors import UserError
+from rnn_sentiment.params import ModelParams, TrainParams
+from rnn_sentiment.stages import train
+from rnn_sentiment.training import Split, predict_logits
+from tests.conftest import synthetic_padded
+
+TINY = TrainParams(
+    model=ModelParams(cell="gru", embedding_dim=16, hidden_dim=16, pooling="mean_max"),
+    lr=0.01,
+    batch_size=16,
+    epochs=6,
+    patience=3,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    arrays, tokenizer = synthetic_padded(per_class=120)
+    held_out, _ = synthetic_padded(per_class=60, offset=500)
+    return arrays, tokenizer.get_vocab_size(), held_out
+
+
+def test_learns_a_separable_task(data) -> None:
+    arrays, vocab_size, _ = data
+    result = train.run(TINY, 0, arrays, vocab_size, torch.device("cpu"))
+    assert result.metrics["best_val_accuracy"] >= 0.95
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert 1 <= result.best_epoch <= len(result.history)
+
+
+def test_same_seed_same_metrics(data) -> None:
+    arrays, vocab_size, _ = data
+    params = TINY.model_copy(update={"epochs": 2})
+    first = train.run(params, 7, arrays, vocab_size, torch.device("cpu"))
+    second = train.run(params, 7, arrays, vocab_size, torch.device("cpu"))
+    third = train.run(params, 8, arrays, vocab_size, torch.device("cpu"))
+    drop = {"train_seconds"}
+    assert {k: v for k, v in first.metrics.items() if k not in drop} == {
+        k: v for k, v in second.metrics.items() if k not in drop
+    }
+    assert first.history[0].train_loss != third.history[0].train_loss
+
+
+def test_early_stopping_keeps_the_best_epoch(data) -> None:
+    arrays, vocab_size, _ = data
+    params = TINY.model_copy(update={"epochs": 30, "patience": 1, "lr": 0.05})
+    result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    best = min(result.history, key=lambda stats: stats.val_loss)
+    assert result.best_epoch == best.epoch
+    assert len(result.history) <= result.best_epoch + 1
+
+
+def test_tutorial_architecture_trains(data) -> None:
+    """The tutorial's SimpleRNN (vanilla cell, last step) learns once loss and padding are fixed."""
+    arrays, vocab_size, held_out = data
+    params = TINY.model_copy(
+        update={
+            "model": ModelParams(cell="rnn", pooling="last", embedding_dim=16, hidden_dim=32),
+            "epochs": 8,
+        }
+    )
+    result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    test = Split.from_arrays(held_out["ids"], held_out["labels"])
+    accuracy = (
+        (predict_logits(result.model, test.ids, 64, torch.device("cpu")) > 0)
+        == (test.labels.numpy() > 0.5)
+    ).mean()
+    assert accuracy >= 0.9
+
+
+def test_validation_split_is_stratified_and_seeded() -> None:
+    ids = np.arange(200, dtype=np.int32).reshape(100, 2) + 2
+    labels = np.array([0] * 70 + [1] * 30, dtype=np.int8)
+    train_a, val_a = train.split_validation(ids, labels, 0.2, seed=1)
+    _, val_b = train.split_validation(ids, labels, 0.2, seed=1)
+    assert len(val_a) == 20 and int(val_a.labels.sum()) == 6
+    assert torch.equal(val_a.ids, val_b.ids)
+    assert len(train_a) == 80
+
+
+def test_one_label_only_is_a_clear_error() -> None:
+    ids = np.full((10, 3), 2, dtype=np.int32)
+    with pytest.raises(UserError, match="at least 2 reviews of each label"):
+        train.split_validation(ids, np.ones(10, dtype=np.int8), 0.2, seed=0)

@@ -1,0 +1,174 @@
+"""SentimentRNN: shapes, exact padding invariance, config validation and checkpoint round trips."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnn_sentiment.models import PAD_ID, ModelConfig, SentimentRNN, count_parameters
+
+CELLS = ("rnn", "lstm", "gru")
+POOLINGS = ("last", "mean", "max", "mean_max")
+COMBOS = list(itertools.product(CELLS, POOLINGS, (False, True)))
+SMALL = {"vocab_size": 50, "embedding_dim": 8, "hidden_dim": 6}
+
+
+def make_model(**overrides: object) -> SentimentRNN:
+    torch.manual_seed(0)
+    return SentimentRNN(ModelConfig(**{**SMALL, **overrides})).eval()
+
+
+def pad(tokens: list[int], amount: int, side: str) -> torch.Tensor:
+    padding = [PAD_ID] * amount
+    return torch.tensor([padding + tokens if side == "pre" else tokens + padding])
+
+
+REVIEWS = [[5, 17, 3, 42, 8, 9, 11], [2, 30], [7, 7, 12, 49, 1, 20, 33, 4, 6, 21, 18, 14]]
+
+
+@pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
+def test_output_is_one_logit_per_review(cell: str, pooling: str, bidirectional: bool) -> None:
+    model = make_model(cell=cell, pooling=pooling, bidirectional=bidirectional)
+    ids = torch.randint(2, 50, (3, 12))
+    ids[1, 9:] = PAD_ID
+    logits = model(ids)
+    assert logits.shape == (3,)
+    assert logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_deep_configuration_runs_in_training_mode(cell: str) -> None:
+    model = make_model(
+        cell=cell,
+        num_layers=2,
+        bidirectional=True,
+        dropout=0.3,
+        embedding_dropout=0.2,
+        input_layers=[10, 7],
+        head_layers=(5,),
+        pooling="mean_max",
+    ).train()
+    assert model(torch.randint(0, 50, (3, 12))).shape == (3,)
+
+
+@pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
+def test_padding_side_and_amount_do_not_change_the_logit(
+    cell: str, pooling: str, bidirectional: bool
+) -> None:
+    model = make_model(cell=cell, pooling=pooling, bidirectional=bidirectional, num_layers=2)
+    with torch.no_grad():
+        for review in REVIEWS:
+            bare = model(pad(review, 0, "post"))
+            for side in ("pre", "post"):
+                torch.testing.assert_close(model(pad(review, 50, side)), bare, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
+def test_a_mixed_batch_gives_each_row_its_own_logit(
+    cell: str, pooling: str, bidirectional: bool
+) -> None:
+    model = make_model(cell=cell, pooling=pooling, bidirectional=bidirectional)
+    width = 15
+    rows = [
+        pad(REVIEWS[0], width - len(REVIEWS[0]), "pre"),
+        pad(REVIEWS[1], width - len(REVIEWS[1]), "post"),
+        torch.tensor([[PAD_ID, *REVIEWS[2][:6], PAD_ID, PAD_ID, *REVIEWS[2][6:]]]),
+    ]
+    with torch.no_grad():
+        batched = model(torch.cat(rows))
+        alone = torch.cat([model(torch.tensor([review])) for review in REVIEWS])
+    # Padding inside a row (the third) is dropped too: the tokens are read in order.
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("position", [0, 3, 6])
+def test_every_token_matters(pooling: str, position: int) -> None:
+    model = make_model(cell="gru", pooling=pooling, bidirectional=True)
+    review = REVIEWS[0]
+    changed = [*review]
+    changed[position] = 48
+    with torch.no_grad():
+        assert not torch.allclose(model(pad(review, 5, "post")), model(pad(changed, 5, "post")))
+
+
+@pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
+def test_an_empty_review_gives_a_finite_logit(
+    cell: str, pooling: str, bidirectional: bool
+) -> None:
+    model = make_model(cell=cell, pooling=pooling, bidirectional=bidirectional)
+    ids = torch.tensor([[PAD_ID] * 12, [4, 5, 6] + [PAD_ID] * 9])
+    with torch.no_grad():
+        logits = model(ids)
+        alone = model(ids[1:, :3])
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[1:], alone, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_reach_the_embedding_and_the_recurrent_weights(cell: str) -> None:
+    model = make_model(cell=cell, bidirectional=True, num_layers=2).train()
+    ids = torch.randint(2, 50, (3, 12))
+    ids[0, :4] = PAD_ID
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(ids), torch.ones(3))
+    loss.backward()
+    assert model.embedding.weight.grad is not None
+    assert model.embedding.weight.grad.abs().sum() > 0
+    assert model.embedding.weight.grad[PAD_ID].abs().sum() == 0
+    for name, param in model.named_parameters():
+        if name.startswith("recurrent."):
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cell": "transformer"}, r"cell must be one of rnn, lstm, gru; got 'transformer'"),
+        ({"hidden_dim": 0}, r"hidden_dim must be an integer >= 1; got 0"),
+        ({"vocab_size": 1}, r"vocab_size must be an integer >= 2; got 1"),
+        ({"embedding_dim": 2.5}, r"embedding_dim must be an integer"),
+        ({"num_layers": True}, r"num_layers must be an integer"),
+        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\); got 1.0"),
+        ({"embedding_dropout": -0.1}, r"embedding_dropout must be a number in \[0, 1\)"),
+        ({"pooling": "attention"}, r"pooling must be one of last, mean, max, mean_max"),
+        ({"input_layers": [8, 0]}, r"input_layers must be a list of integers >= 1"),
+        ({"head_layers": 16}, r"head_layers must be a list of integers >= 1"),
+        ({"bidirectional": "yes"}, r"bidirectional must be true or false"),
+    ],
+)
+def test_impossible_configs_are_refused_by_name(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**{**SMALL, **overrides})
+
+
+def test_config_round_trips_through_a_plain_dict() -> None:
+    config = ModelConfig(vocab_size=50, cell="lstm", input_layers=[16], head_layers=[8, 4])
+    assert config.input_layers == (16,)
+    data = config.to_dict()
+    assert data["head_layers"] == [8, 4]
+    assert ModelConfig.from_dict(data) == config
+
+
+def test_from_dict_names_unknown_and_missing_keys() -> None:
+    with pytest.raises(ValueError, match="unknown model config key.*hiden_dim"):
+        ModelConfig.from_dict({"vocab_size": 50, "hiden_dim": 8})
+    with pytest.raises(ValueError, match="vocab_size"):
+        ModelConfig.from_dict({"hidden_dim": 8})
+
+
+def test_checkpoint_reproduces_the_logits(tmp_path: Path) -> None:
+    model = make_model(cell="gru", bidirectional=True, pooling="mean_max", head_layers=(4,))
+    ids = torch.randint(0, 50, (3, 12))
+    path = tmp_path / "model.pt"
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, path)
+
+    checkpoint = torch.load(path, weights_only=True)
+    restored = SentimentRNN(ModelConfig.from_dict(checkpoint["config"]))
+    restored.load_state_dict(checkpoint["state_dict"])
+    restored.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
+    assert count_parameters(restored) == count_parameters(model) > 0
