@@ -96,9 +96,7 @@ def test_every_token_matters(pooling: str, position: int) -> None:
 
 
 @pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
-def test_an_empty_review_gives_a_finite_logit(
-    cell: str, pooling: str, bidirectional: bool
-) -> None:
+def test_an_empty_review_gives_a_finite_logit(cell: str, pooling: str, bidirectional: bool) -> None:
     model = make_model(cell=cell, pooling=pooling, bidirectional=bidirectional)
     ids = torch.tensor([[PAD_ID] * 12, [4, 5, 6] + [PAD_ID] * 9])
     with torch.no_grad():

@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             arrays,
             vocab_size,
             device,
-            on_epoch=lambda stats: tracking.log_epoch(
-                {k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch
-            ),
+            on_epoch=report_epoch,
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
@@ -122,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     best = result.history[result.best_epoch - 1]
     print(f"train: best epoch {result.best_epoch}, val accuracy {best.val_accuracy:.4f}")
     return 0
+
+
+def report_epoch(stats: EpochStats) -> None:
+    """Log an epoch to MLflow and say it in one line (progress bars vanish from logs)."""
+    tracking.log_epoch({k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch)
+    print(
+        f"epoch {stats.epoch}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}, "
+        f"val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f} ({stats.seconds:.0f} s)",
+        flush=True,
+    )
 
 
 def tokenizer_vocab_size(path: Path) -> int:
