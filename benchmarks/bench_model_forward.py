@@ -2,7 +2,8 @@
 
 The plain baseline (embedding, `nn.RNN/GRU/LSTM`, last step, linear) is what a padded batch costs
 when padding is simply fed through; SentimentRNN should cost about the same while being exact.
-Rounds alternate between the models so that load from other processes hits them alike.
+Rounds alternate between the models so that load from other processes hits them alike; still, run
+it on an idle machine: with more threads than free cores, OpenMP waits make steps 3x-30x slower.
 
     PYTHONPATH=src python benchmarks/bench_model_forward.py [--threads 2] [--rounds 5]
 """
@@ -21,6 +22,7 @@ from rnn_sentiment.models import PAD_ID, ModelConfig, SentimentRNN
 
 VOCAB, EMBEDDING, HIDDEN, BATCH, STEPS = 10_002, 100, 256, 32, 150
 LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+HEADER = ("plain", "last", "mean", "last/pl", "mean/pl")
 
 
 class Plain(nn.Module):
@@ -37,13 +39,17 @@ class Plain(nn.Module):
 
 
 def batches() -> dict[str, Tensor]:
-    """Both with a longest row of STEPS, so trimming saves nothing and only overhead shows."""
+    """The first two have a row of STEPS tokens, so trimming saves nothing: only overhead shows.
+
+    The third, whose longest row is 80 tokens, shows what trimming the padding columns saves.
+    """
     full = torch.randint(2, VOCAB, (BATCH, STEPS))
-    mixed = full.clone()
+    pre, post = full.clone(), full.clone()
     for row, length in enumerate(torch.randint(20, STEPS + 1, (BATCH,)).tolist()):
-        mixed[row, : STEPS - length] = PAD_ID  # pre-padding, as Keras pads by default
-    mixed[0] = full[0]
-    return {"full rows": full, "mixed, pre-padded": mixed}
+        pre[row, : STEPS - length] = PAD_ID
+        post[row, min(length, 80) :] = PAD_ID
+    pre[0] = full[0]
+    return {"full rows": full, "mixed, pre-padded": pre, "post-padded, longest 80": post}
 
 
 def step_timer(model: nn.Module, ids: Tensor) -> Callable[[], float]:
@@ -71,7 +77,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     print(f"torch {torch.__version__}, {args.threads} threads, B={BATCH} T={STEPS}, ms/step")
-    print(f"{'cell':5} {'batch':18} {'plain':>7} {'last':>7} {'mean':>7} {'last/pl':>8} {'mean/pl':>8}")
+    print(f"{'cell':5} {'batch':24}" + "".join(f"{h:>8}" for h in HEADER))
     for cell in LAYERS:
         for batch_name, ids in batches().items():
             models = {"plain": Plain(cell)}
@@ -86,10 +92,9 @@ def main() -> None:
                 for name, step in steps.items():
                     times[name] += [step() for _ in range(args.steps_per_round)]
             ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-            print(
-                f"{cell:5} {batch_name:18} {ms['plain']:7.1f} {ms['last']:7.1f} {ms['mean']:7.1f}"
-                f" {ms['last'] / ms['plain']:8.3f} {ms['mean'] / ms['plain']:8.3f}"
-            )
+            ratios = [ms[name] / ms["plain"] for name in ("last", "mean")]
+            cells = [f"{ms[name]:8.1f}" for name in steps] + [f"{r:8.3f}" for r in ratios]
+            print(f"{cell:5} {batch_name:24}" + "".join(cells))
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ def test_config_round_trips_through_a_plain_dict() -> None:
 
 
 def test_from_dict_names_unknown_and_missing_keys() -> None:
-    with pytest.raises(ValueError, match="unknown model config key.*hiden_dim"):
+    with pytest.raises(ValueError, match=r"unknown model config key.*hiden_dim"):
         ModelConfig.from_dict({"vocab_size": 50, "hiden_dim": 8})
     with pytest.raises(ValueError, match="vocab_size"):
         ModelConfig.from_dict({"hidden_dim": 8})

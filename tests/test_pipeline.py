@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.sample_repo import make_sample_repo, repro, set_params
+from tests.sample_repo import dvc, make_sample_repo, repro, run, set_params
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +62,20 @@ def check_mlflow_store(expected_trainings: int) -> None:
     predictions = model.predict(["A wonderful, moving film.", "Awful and boring."])
     assert list(predictions.columns) == ["probability", "label"]
     assert predictions["probability"].between(0, 1).all()
+
+
+def test_each_experiment_is_its_own_tagged_mlflow_run(pipeline_repo: Path) -> None:
+    import mlflow
+
+    repo = pipeline_repo
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "sample pipeline"], repo)
+    dvc(repo, "exp", "run", "-n", "lr-high", "-S", "train.lr=0.02")
+    dvc(repo, "exp", "run", "-n", "lr-low", "-S", "train.lr=0.001")
+
+    runs = mlflow.search_runs(experiment_names=["rnn-sentiment"], output_format="list")
+    by_name = {r.data.tags.get("dvc_exp_name"): r for r in runs}
+    assert set(by_name) == {"lr-high", "lr-low"}
+    assert by_name["lr-high"].data.params["train.lr"] == "0.02"
+    assert by_name["lr-low"].data.params["train.lr"] == "0.001"
+    assert "lr-high" in dvc(repo, "exp", "show", "--no-pager", "--csv")

@@ -13,6 +13,7 @@ COMMANDS = {
         "sentiment of reviews given as text or a file",
     ),
     "bptt-check": ("rnn_sentiment.bptt", "check_main", "hand-written BPTT gradients vs autograd"),
+    "preset": ("rnn_sentiment.presets", "main", "print a named configuration as dvc exp -S args"),
     "bptt-demo": ("rnn_sentiment.bptt", "demo_main", "the tutorial's worked BPTT example"),
 }
 

@@ -106,11 +106,6 @@ def _mlp(in_dim: int, sizes: tuple[int, ...]) -> tuple[nn.Sequential, int]:
     return nn.Sequential(*layers), in_dim
 
 
-def _dropout(p: float) -> nn.Module:
-    """Skip the no-op dropout: at p=0 `nn.Dropout` still draws a mask in training."""
-    return nn.Dropout(p) if p else nn.Identity()
-
-
 def _gather_steps(x: Tensor, index: Tensor) -> Tensor:
     """`x[b, index[b, t]]` for x [B, T, D] and index [B, T]: reorders the steps of each row."""
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
@@ -127,7 +122,7 @@ class SentimentRNN(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
-        self.embedding_dropout = _dropout(config.embedding_dropout)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.input_mlp, in_dim = _mlp(config.embedding_dim, config.input_layers)
         # One single-layer unidirectional module per layer and direction: directions meet between
         # layers, so a multi-layer or bidirectional torch module cannot be used on aligned rows.
@@ -141,10 +136,10 @@ class SentimentRNN(nn.Module):
                 )
             )
             in_dim = config.hidden_dim * directions
-        self.dropout = _dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
         readout_dim = in_dim * (2 if config.pooling == "mean_max" else 1)
         head_mlp, head_dim = _mlp(readout_dim, config.head_layers)
-        self.head = nn.Sequential(_dropout(config.dropout), head_mlp, nn.Linear(head_dim, 1))
+        self.head = nn.Sequential(nn.Dropout(config.dropout), head_mlp, nn.Linear(head_dim, 1))
 
     def forward(self, ids: Tensor) -> Tensor:
         """Logits [B] for token ids [B, T] padded with PAD_ID on either side."""

@@ -19,10 +19,10 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 import rnn_sentiment
 from rnn_sentiment import checkpoint
@@ -126,7 +126,7 @@ def log_model(model_dir: Path, input_example: list[str]) -> str:
                 "tokenizer": str(model_dir / checkpoint.TOKENIZER_FILE),
             },
             code_paths=[str(Path(rnn_sentiment.__file__).parent)],
-            signature=infer_signature(input_example, outputs),
+            signature=_signature(input_example, outputs),
             input_example=input_example,
             pip_requirements=_requirements(),
         )
@@ -139,21 +139,46 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
 
 
+# The reviews' input schema is `Any`, not `string`: with `string`, MLflow's server casts JSON
+# null, numbers and booleans to the strings "None", "3", "True" before the model sees them, and
+# they would be scored as text. Untouched, they reach `serving.validate`, which refuses them with
+# a message naming the review, answered as HTTP 400.
+REVIEWS_SCHEMA = Schema([ColSpec(AnyType())])
+
+
+def _signature(input_example: list[str], outputs: pd.DataFrame) -> ModelSignature:
+    return ModelSignature(REVIEWS_SCHEMA, infer_signature(input_example, outputs).outputs)
+
+
 def _as_frame(probabilities: np.ndarray, threshold: float = 0.5) -> pd.DataFrame:
     labels = np.where(probabilities >= threshold, "positive", "negative")
     return pd.DataFrame({"probability": probabilities, "label": labels})
 
 
 def _as_reviews(model_input: Any) -> list[Any]:
-    """Accept what MLflow hands a pyfunc: a list, an array, a Series, or a one-column frame."""
+    """Accept what MLflow hands a pyfunc: a string, a list, an array, a Series, or a frame (its
+    `text` column, else its first: MLflow's check against the one-input signature keeps only the
+    first). Missing values become None, for `validate` to name."""
     if isinstance(model_input, pd.DataFrame):
         column = "text" if "text" in model_input.columns else model_input.columns[0]
         model_input = model_input[column]
+    if isinstance(model_input, str):
+        return [model_input]
     if isinstance(model_input, pd.Series | np.ndarray):
         model_input = model_input.tolist()
-    if isinstance(model_input, str):
-        model_input = [model_input]
-    return [None if isinstance(x, float) and np.isnan(x) else x for x in model_input]
+    if not isinstance(model_input, list | tuple):
+        raise UserError(f"expected a list of reviews, got {type(model_input).__name__}")
+    return [None if pd.api.types.is_scalar(x) and pd.isna(x) else x for x in model_input]
+
+
+def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """Load a logged model by URI from the project's store; MLflow's errors become one line."""
+    configure()
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"cannot load model {uri}: {reason}") from None
 
 
 class SentimentPyfunc(mlflow.pyfunc.PythonModel):
@@ -162,13 +187,22 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from rnn_sentiment.serving import Predictor
 
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         self.predictor = Predictor.from_files(
             context.artifacts["model"], context.artifacts["tokenizer"]
         )
 
-    def predict(self, context, model_input, params=None):
-        """Unannotated on purpose: MLflow would check type hints against its own schema rules."""
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """Score the reviews MLflow hands over, after checking them against the signature.
+
+        `pd.DataFrame` is the one input hint MLflow neither validates nor builds a signature from
+        (an unannotated `predict` gets a warning on every import); the signature stays the one
+        `log_model` writes, and `_as_reviews` still takes any list-like input.
+        """
         try:
             probabilities = self.predictor.predict_proba(_as_reviews(model_input))
         except UserError as err:

@@ -1,0 +1,211 @@
+"""Serving end to end: one tiny trained model, logged and registered in MLflow, gives the same
+probability for a review through the Python API, the pyfunc (by every kind of URI), the CLI and
+MLflow's HTTP server; bad reviews get a clear error and the server keeps answering."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+
+from rnn_sentiment import cli, serving, tracking
+from rnn_sentiment.errors import UserError
+from rnn_sentiment.params import ModelParams, PadParams, Params, TrainParams
+from rnn_sentiment.serving import Predictor
+from rnn_sentiment.stages import train
+from tests.conftest import synthetic_padded
+
+NAME = "tiny-sentiment"
+TINY = TrainParams(
+    model=ModelParams(embedding_dim=8, hidden_dim=8), epochs=2, batch_size=8, lr=0.01
+)
+REVIEWS = [
+    "Great film, wonderful and moving. Loved it!",
+    "Awful and boring: a dull, terrible waste of two hours.",
+    "The plot, the music and the ending were superb.<br /><br />Yes!",
+    "Le film était magnifique 😀🎬 这部电影很好",
+    "<br />",  # nothing left once HTML is stripped: scored as an empty sequence, not refused
+]
+HUGE = "the story was brilliant and the acting superb " * 22_000  # about 1 MB
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A model dir, its MLflow run, its logged model and its registration, in one store."""
+
+    store: str
+    model_dir: Path
+    run_id: str
+    model_uri: str  # models:/m-..., as log_model returns it
+    version: int
+
+    def use_store(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.store)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", self.store)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """Train through the real tokenize/pad/train stage functions, log, register: once."""
+    root = tmp_path_factory.mktemp("serving")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    arrays, tokenizer = synthetic_padded(per_class=24, maxlen=24)
+    tokenizer.save(str(root / "tokenizer.json"))
+    params = Params(pad=PadParams(maxlen=24), train=TINY)
+    result = train.run(TINY, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu"))
+    model_dir = root / "models"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", store)
+        with tracking.training_run(train.tracked_params(params)) as run_id:
+            train.write_model_dir(model_dir, result.model, params, root / "tokenizer.json")
+            model_uri = tracking.log_model(model_dir, train.EXAMPLE_REVIEWS)
+        registered = tracking.record_evaluation(run_id, model_uri, {"accuracy": 0.5}, {}, NAME)
+    return Trained(store, model_dir, run_id, model_uri, registered["version"])
+
+
+@pytest.fixture
+def store(trained: Trained, mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The shared store instead of conftest's per-test one; MLflow's process-wide URIs, which
+    `tracking.configure` sets and which outlive the environment variables, are reset after."""
+    trained.use_store(monkeypatch)
+    yield trained.store
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def expected(trained: Trained) -> np.ndarray:
+    """What the Python API says: the reference every other way in must match."""
+    probabilities = Predictor.from_dir(trained.model_dir).predict_proba(REVIEWS)
+    assert np.ptp(probabilities) > 1e-3, "a model that says the same for all proves nothing"
+    return probabilities
+
+
+@pytest.fixture(scope="module")
+def server(trained: Trained) -> Iterator[str]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        trained.use_store(monkeypatch)
+        with serving.mlflow_server(f"models:/{NAME}@champion") as url:
+            yield url
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+def test_python_api_scores_odd_but_real_text(trained: Trained, expected: np.ndarray) -> None:
+    assert ((expected > 0) & (expected < 1)).all()
+    huge = Predictor.from_dir(trained.model_dir).predict_proba([HUGE])
+    assert 0 < huge[0] < 1
+
+
+@pytest.mark.parametrize(
+    ("reviews", "message"),
+    [
+        (["fine", None], "review 2 is null"),
+        (["fine", "", "also fine"], "review 2 is empty"),
+        ([" \t\n"], "review 1 is empty"),
+        (["fine", 3], "review 2 is int, not text"),
+        ("one string", "got a single string"),
+    ],
+)
+def test_python_api_names_the_bad_review(trained: Trained, reviews: list, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        Predictor.from_dir(trained.model_dir).predict_proba(reviews)
+
+
+@pytest.mark.parametrize("kind", ["alias", "version", "run", "logged model"])
+def test_pyfunc_matches_python_api(
+    trained: Trained, store: str, expected: np.ndarray, kind: str
+) -> None:
+    uri = {
+        "alias": f"models:/{NAME}@champion",
+        "version": f"models:/{NAME}/{trained.version}",
+        "run": f"runs:/{trained.run_id}/{tracking.MODEL_NAME}",
+        "logged model": trained.model_uri,
+    }[kind]
+    predictions = mlflow.pyfunc.load_model(uri).predict(REVIEWS)
+    np.testing.assert_allclose(predictions["probability"], expected, rtol=0, atol=1e-6)
+    assert list(predictions["label"]) == ["positive" if p >= 0.5 else "negative" for p in expected]
+
+
+def test_pyfunc_refuses_null_with_the_reviews_position(store: str) -> None:
+    model = tracking.load_pyfunc(f"models:/{NAME}@champion")
+    with pytest.raises(MlflowException, match="review 2 is null"):
+        model.predict(["fine", None])
+
+
+def test_unknown_uri_is_a_user_error(store: str) -> None:
+    with pytest.raises(UserError, match=f"cannot load model models:/{NAME}@gone: .*gone"):
+        tracking.load_pyfunc(f"models:/{NAME}@gone")
+
+
+@pytest.mark.parametrize("kind", ["folder", "registry", "MLmodel folder"])
+def test_cli_matches_python_api(
+    trained: Trained,
+    store: str,
+    expected: np.ndarray,
+    kind: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = {
+        "folder": lambda: str(trained.model_dir),
+        "registry": lambda: f"models:/{NAME}@champion",
+        "MLmodel folder": lambda: mlflow.artifacts.download_artifacts(
+            trained.model_uri, dst_path=str(tmp_path)
+        ),
+    }[kind]()
+    assert cli.main(["predict", "--model", model, *REVIEWS]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(REVIEWS)
+    probabilities = [float(line.split("\t")[1]) for line in lines]
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
+
+
+def test_server_matches_python_api(server: str, expected: np.ndarray) -> None:
+    status, body = serving.invoke(server, {"inputs": REVIEWS})
+    assert status == 200, body
+    probabilities = [row["probability"] for row in body["predictions"]]
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
+    split = {"columns": ["text"], "data": [[review] for review in REVIEWS]}
+    status, body = serving.invoke(server, {"dataframe_split": split})
+    assert status == 200, body
+    assert [row["probability"] for row in body["predictions"]] == probabilities
+
+
+def test_server_scores_a_1mb_review_like_the_python_api(trained: Trained, server: str) -> None:
+    status, body = serving.invoke(server, {"inputs": [HUGE]})
+    assert status == 200, body
+    reference = Predictor.from_dir(trained.model_dir).predict_proba([HUGE])[0]
+    assert body["predictions"][0]["probability"] == pytest.approx(reference, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"inputs": [""]}, "review 1 is empty"),
+        ({"inputs": ["fine", "   \n\t"]}, "review 2 is empty"),
+        ({"inputs": ["fine", None]}, "review 2 is null"),
+        ({"inputs": [None]}, "review 1 is null"),
+        ({"inputs": [42]}, "review 1 is int, not text"),
+        ({"inputs": ["fine", 2.5]}, "review 2 is float, not text"),
+        ({"inputs": [True]}, "review 1 is bool, not text"),
+        ({"dataframe_split": {"columns": ["text"], "data": [["fine"], [None]]}}, "review 2 is null"),
+        ({"inputs": []}, "0 inputs"),
+    ],
+)
+def test_server_answers_a_bad_review_with_400_and_carries_on(
+    server: str, payload: dict, message: str
+) -> None:
+    status, body = serving.invoke(server, payload)
+    assert status == 400, body
+    assert message in body["message"]
+    status, body = serving.invoke(server, {"inputs": ["Loved it."]})
+    assert status == 200, body
+    assert len(body["predictions"]) == 1
