@@ -18,7 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from rnn_sentiment.models import PAD_ID, ModelConfig, SentimentRNN
+from rnn_sentiment.models import ModelConfig, SentimentRNN
+from rnn_sentiment.text import PAD_ID
 
 VOCAB, EMBEDDING, HIDDEN, BATCH, STEPS = 10_002, 100, 256, 32, 150
 LAYERS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}

@@ -58,23 +58,22 @@ def set_params(repo: Path, **changes: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
-def make_sample_repo(root: Path) -> Path:
-    """A git + DVC repo at `root/repo` with this project's pipeline, reading a tiny archive."""
+def make_sample_repo(root: Path, archive: Path | None = None, **changes: object) -> Path:
+    """A git + DVC repo at `root/repo` with this project's pipeline and params.
+
+    It reads `archive` (by default a tiny one built here, trained with `TINY_TRAINING`), with
+    `changes` applied to its params.
+    """
     repo = root / "repo"
     repo.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    archive = build_archive(root / "aclImdb_tiny.tar.gz")
-    set_params(
-        repo,
-        **{
-            "download.url": str(archive),
-            "download.sha256": sha256(archive),
-            "download.mirrors": [],
-        },
-        **TINY_TRAINING,
-    )
+    if archive is None:
+        archive = build_archive(root / "aclImdb_tiny.tar.gz")
+        changes = TINY_TRAINING | changes
+    source = {"download.url": str(archive.resolve()), "download.sha256": sha256(archive)}
+    set_params(repo, **source, **{"download.mirrors": []}, **changes)
     run(["git", "init", "-q"], repo)
     dvc(repo, "init", "-q")
     return repo

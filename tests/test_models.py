@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_sentiment.models import PAD_ID, ModelConfig, SentimentRNN, count_parameters
+from rnn_sentiment.models import ModelConfig, SentimentRNN, count_parameters
+from rnn_sentiment.text import PAD_ID
 
 CELLS = ("rnn", "lstm", "gru")
 POOLINGS = ("last", "mean", "max", "mean_max")

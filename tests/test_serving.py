@@ -4,6 +4,7 @@ MLflow's HTTP server; bad reviews get a clear error and the server keeps answeri
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +46,19 @@ class Trained:
     model_uri: str  # models:/m-..., as log_model returns it
     version: int
 
-    def use_store(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", self.store)
-        monkeypatch.setenv("MLFLOW_REGISTRY_URI", self.store)
+
+@contextlib.contextmanager
+def using_store(uri: str) -> Iterator[None]:
+    """Point MLflow at `uri` for the block, then forget it: `tracking.configure` also sets
+    MLflow's process-wide URIs, which would outlive the environment variables."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +71,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     params = Params(pad=PadParams(maxlen=24), train=TINY)
     result = train.run(TINY, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu"))
     model_dir = root / "models"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-        monkeypatch.setenv("MLFLOW_REGISTRY_URI", store)
+    with using_store(store):
         with tracking.training_run(train.tracked_params(params)) as run_id:
             train.write_model_dir(model_dir, result.model, params, root / "tokenizer.json")
             model_uri = tracking.log_model(model_dir, train.EXAMPLE_REVIEWS)
@@ -71,13 +80,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 @pytest.fixture
-def store(trained: Trained, mlflow_store: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The shared store instead of conftest's per-test one; MLflow's process-wide URIs, which
-    `tracking.configure` sets and which outlive the environment variables, are reset after."""
-    trained.use_store(monkeypatch)
-    yield trained.store
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+def store(trained: Trained, mlflow_store: str) -> Iterator[str]:
+    """The trained model's store, in place of conftest's per-test one (hence `mlflow_store`)."""
+    with using_store(trained.store):
+        yield trained.store
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +96,15 @@ def expected(trained: Trained) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(trained: Trained) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        trained.use_store(monkeypatch)
-        with serving.mlflow_server(f"models:/{NAME}@champion") as url:
-            yield url
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    with using_store(trained.store), serving.mlflow_server(f"models:/{NAME}@champion") as url:
+        yield url
 
 
 def test_python_api_scores_odd_but_real_text(trained: Trained, expected: np.ndarray) -> None:
     assert ((expected > 0) & (expected < 1)).all()
-    huge = Predictor.from_dir(trained.model_dir).predict_proba([HUGE])
-    assert 0 < huge[0] < 1
+    predictor = Predictor.from_dir(trained.model_dir)
+    assert 0 < predictor.predict_proba([HUGE])[0] < 1
+    np.testing.assert_array_equal(predictor.predict_proba(np.array(REVIEWS)), expected)
 
 
 @pytest.mark.parametrize(
@@ -140,9 +143,12 @@ def test_pyfunc_refuses_null_with_the_reviews_position(store: str) -> None:
         model.predict(["fine", None])
 
 
-def test_unknown_uri_is_a_user_error(store: str) -> None:
-    with pytest.raises(UserError, match=f"cannot load model models:/{NAME}@gone: .*gone"):
-        tracking.load_pyfunc(f"models:/{NAME}@gone")
+def test_cli_reports_an_unknown_alias_in_one_line(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["predict", "--model", f"models:/{NAME}@gone", "Fine."]) == 2
+    error = f"error: cannot load model models:/{NAME}@gone: Registered model alias gone not found"
+    assert capsys.readouterr().err.splitlines() == [error + "."]
 
 
 @pytest.mark.parametrize("kind", ["folder", "registry", "MLmodel folder"])
@@ -196,7 +202,10 @@ def test_server_scores_a_1mb_review_like_the_python_api(trained: Trained, server
         ({"inputs": [42]}, "review 1 is int, not text"),
         ({"inputs": ["fine", 2.5]}, "review 2 is float, not text"),
         ({"inputs": [True]}, "review 1 is bool, not text"),
-        ({"dataframe_split": {"columns": ["text"], "data": [["fine"], [None]]}}, "review 2 is null"),
+        (
+            {"dataframe_split": {"columns": ["text"], "data": [["fine"], [None]]}},
+            "review 2 is null",
+        ),
         ({"inputs": []}, "0 inputs"),
     ],
 )

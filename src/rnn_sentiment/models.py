@@ -16,8 +16,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-PAD_ID = 0
-UNK_ID = 1
+from rnn_sentiment.text import PAD_ID
 
 Cell = Literal["rnn", "lstm", "gru"]
 Pooling = Literal["last", "mean", "max", "mean_max"]
@@ -68,8 +67,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild a config from `to_dict()` output, refusing unknown or missing keys by name."""
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(data) - known):
+        known = [f.name for f in fields(cls)]
+        if unknown := sorted(set(data) - set(known)):
             raise ValueError(
                 f"unknown model config key(s): {', '.join(unknown)}; allowed: {', '.join(known)}"
             )

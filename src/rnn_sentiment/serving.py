@@ -99,7 +99,7 @@ class Predictor:
     def predict_proba(self, reviews: Sequence[str]) -> np.ndarray:
         """Probability that each review is positive."""
         validate(reviews)
-        if not reviews:
+        if len(reviews) == 0:  # `not reviews` is ambiguous for an array
             return np.empty(0, dtype=np.float32)
         token_ids = text.encode(self.tokenizer, reviews)
         lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int64, count=len(token_ids))
@@ -194,7 +194,8 @@ WRITERS: dict[str, Callable[[pd.DataFrame, Path], object]] = {
 def _suffix(path: Path, allowed: dict[str, object], option: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in allowed:
-        raise UserError(f"{option} {path}: use a {' or '.join(allowed)} file")
+        *others, last = allowed
+        raise UserError(f"{option} {path}: use a {', '.join(others)} or {last} file")
     return suffix
 
 
@@ -249,9 +250,10 @@ def score_rows(scorer: Scorer, frame: pd.DataFrame, blank: list[int]) -> pd.Data
 def _warn_blank(blank: list[int], total: int, source: Path) -> None:
     listed = ", ".join(map(str, blank[:LISTED_ROWS]))
     more = f" and {len(blank) - LISTED_ROWS} more" if len(blank) > LISTED_ROWS else ""
+    rows = "row" if len(blank) == 1 else "rows"
     print(
-        f"warning: {len(blank)} of {total} rows of {source} have no text and get no "
-        f"prediction (rows {listed}{more})",
+        f"warning: {source}: no text in {len(blank)} of {total} rows, left without a "
+        f"prediction: {rows} {listed}{more}",
         file=sys.stderr,
     )
 
@@ -302,15 +304,20 @@ def predict_main(argv: list[str] | None = None) -> int:
     scored = score_rows(load_scorer(args.model), frame, blank)
     if blank:
         _warn_blank(blank, len(frame), args.file)
-    if args.output:
-        with atomic_path(args.output) as tmp:
-            WRITERS[args.output.suffix.lower()](scored, tmp)
-    elif args.file:
+    _emit(scored, args.output, as_table=args.file is not None)
+    return 0
+
+
+def _emit(scored: pd.DataFrame, output: Path | None, as_table: bool) -> None:
+    """Into `output` (whole or not at all); else a file's rows as CSV, arguments as lines."""
+    if output:
+        with atomic_path(output) as tmp:
+            WRITERS[output.suffix.lower()](scored, tmp)
+    elif as_table:
         scored.to_csv(sys.stdout, index=False)
     else:
         for row in scored.itertuples(index=False):
             print(f"{row.label}\t{row.probability:.6f}\t{_shown(row.text)}")
-    return 0
 
 
 def _argument_rows(reviews: list[str]) -> tuple[pd.DataFrame, list[int]]:

@@ -173,12 +173,24 @@ def _as_reviews(model_input: Any) -> list[Any]:
 
 def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
     """Load a logged model by URI from the project's store; MLflow's errors become one line."""
-    configure()
+    _require_store(uri, configure())
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"cannot load model {uri}: {reason}") from None
+
+
+def _require_store(uri: str, store: str) -> None:
+    """A `models:/` or `runs:/` URI is looked up in the store: report a missing SQLite file
+    rather than let MLflow create it empty, then not find the model in it."""
+    if not uri.startswith(("models:/", "runs:/")) or not store.startswith("sqlite:///"):
+        return
+    if not Path(store.removeprefix("sqlite:///")).is_file():
+        raise UserError(
+            f"no MLflow store at {store} to find {uri} in: run `dvc repro` to fill it, or set "
+            "MLFLOW_TRACKING_URI to the store that holds the model"
+        )
 
 
 class SentimentPyfunc(mlflow.pyfunc.PythonModel):

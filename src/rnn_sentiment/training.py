@@ -18,6 +18,7 @@ from torch import nn
 
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.progress import progress
+from rnn_sentiment.text import PAD_ID
 
 BUCKET_BATCHES = 50  # batches sorted together by length: similar lengths, still well shuffled
 
@@ -40,7 +41,7 @@ class Split:
 
     @property
     def lengths(self) -> np.ndarray:
-        return (self.ids != 0).sum(1).numpy()
+        return (self.ids != PAD_ID).sum(1).numpy()
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits for every row of `ids`, in order (batched by length for speed)."""
     model.eval()
-    lengths = (ids != 0).sum(1).numpy()
+    lengths = (ids != PAD_ID).sum(1).numpy()
     logits = np.empty(len(ids), dtype=np.float32)
     for index in batches(lengths, batch_size, rng=None, bucket=True):
         logits[index] = model(ids[index].to(device)).float().cpu().numpy()
