@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnn_sentiment import serving
-from rnn_sentiment.serving import Predictor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnn_sentiment.serving import BATCH_SIZE, Predictor
 from rnn_sentiment.stages.train import RUN_FILE
+from tests.mlflow_server import invoke, mlflow_server
 
 REVIEWS_TABLE = Path("data/raw/reviews.parquet")
 WORDS = [
@@ -86,7 +89,7 @@ def measure_http(
     model_uri: str, reviews: list[str], singles: int, http_batch: int
 ) -> tuple[float, float, float]:
     def post(chunk: list[str]) -> None:
-        status, body = serving.invoke(url, {"inputs": chunk})
+        status, body = invoke(url, {"inputs": chunk})
         if status != 200:
             raise RuntimeError(f"the server answered {status}: {body}")
 
@@ -94,7 +97,7 @@ def measure_http(
         for start in range(0, len(all_reviews), http_batch):
             post(all_reviews[start : start + http_batch])
 
-    with serving.mlflow_server(model_uri) as url:
+    with mlflow_server(model_uri) as url:
         return measure(batch, lambda review: post([review]), reviews, singles)
 
 
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--model-uri", help="MLflow model URI to serve over HTTP")
     parser.add_argument("--reviews", type=int, default=2000, help="reviews in the batch run")
     parser.add_argument("--singles", type=int, default=200, help="one-review calls timed")
-    parser.add_argument("--http-batch", type=int, default=serving.BATCH_SIZE)
+    parser.add_argument("--http-batch", type=int, default=BATCH_SIZE)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     args = parser.parse_args()
     if args.threads:

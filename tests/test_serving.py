@@ -15,12 +15,13 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from rnn_sentiment import cli, serving, tracking
+from rnn_sentiment import cli, tracking
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import ModelParams, PadParams, Params, TrainParams
 from rnn_sentiment.serving import Predictor
 from rnn_sentiment.stages import train
 from tests.conftest import synthetic_padded
+from tests.mlflow_server import invoke, mlflow_server
 
 NAME = "tiny-sentiment"
 TINY = TrainParams(
@@ -96,7 +97,7 @@ def expected(trained: Trained) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(trained: Trained) -> Iterator[str]:
-    with using_store(trained.store), serving.mlflow_server(f"models:/{NAME}@champion") as url:
+    with using_store(trained.store), mlflow_server(f"models:/{NAME}@champion") as url:
         yield url
 
 
@@ -175,18 +176,18 @@ def test_cli_matches_python_api(
 
 
 def test_server_matches_python_api(server: str, expected: np.ndarray) -> None:
-    status, body = serving.invoke(server, {"inputs": REVIEWS})
+    status, body = invoke(server, {"inputs": REVIEWS})
     assert status == 200, body
     probabilities = [row["probability"] for row in body["predictions"]]
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
     split = {"columns": ["text"], "data": [[review] for review in REVIEWS]}
-    status, body = serving.invoke(server, {"dataframe_split": split})
+    status, body = invoke(server, {"dataframe_split": split})
     assert status == 200, body
     assert [row["probability"] for row in body["predictions"]] == probabilities
 
 
 def test_server_scores_a_1mb_review_like_the_python_api(trained: Trained, server: str) -> None:
-    status, body = serving.invoke(server, {"inputs": [HUGE]})
+    status, body = invoke(server, {"inputs": [HUGE]})
     assert status == 200, body
     reference = Predictor.from_dir(trained.model_dir).predict_proba([HUGE])[0]
     assert body["predictions"][0]["probability"] == pytest.approx(reference, abs=1e-6)
@@ -212,9 +213,9 @@ def test_server_scores_a_1mb_review_like_the_python_api(trained: Trained, server
 def test_server_answers_a_bad_review_with_400_and_carries_on(
     server: str, payload: dict, message: str
 ) -> None:
-    status, body = serving.invoke(server, payload)
+    status, body = invoke(server, payload)
     assert status == 400, body
     assert message in body["message"]
-    status, body = serving.invoke(server, {"inputs": ["Loved it."]})
+    status, body = invoke(server, {"inputs": ["Loved it."]})
     assert status == 200, body
     assert len(body["predictions"]) == 1

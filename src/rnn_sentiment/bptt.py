@@ -289,27 +289,20 @@ def demo_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rnn-sentiment bptt-demo", description=demo_main.__doc__)
     parser.add_argument("--epochs", type=int, default=300)
     args = parser.parse_args(argv)
-    np.set_printoptions(precision=4, suppress=True)
-    w = Weights.init(2, 3, 2, seed=0)
-    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-    y = np.eye(2)[[0, 1, 1]]
-    fwd = forward(w, x)
-    print("Worked example: 2 inputs, 3 hidden units, 2 outputs, unrolled over 3 steps")
-    for t, delta in enumerate(deltas(w, fwd, output_error(fwd, y)), start=1):
-        print(f"t={t}  x_t={x[t - 1]}  y_t={y[t - 1]}")
-        print(f"  u_t  = {fwd.u[t - 1]}\n  h_t  = {fwd.h[t]}\n  v_t  = {fwd.v[t - 1]}")
-        print(f"  y*_t = {fwd.y_hat[t - 1]}\n  δ_t  = {delta}")
-    print(f"L = {loss(fwd, y):.4f}")
-    print("\nParity of the running count of 1s, plain gradient descent:")
-    losses, accuracy = train_parity(epochs=args.epochs)
-    for epoch in sorted({0, *range(49, len(losses), 50), len(losses) - 1}):
-        print(f"  epoch {epoch + 1:>4}: loss {losses[epoch]:.4f}")
-    print(f"per-step accuracy after training: {accuracy:.1%}")
+    with np.printoptions(precision=4, suppress=True):  # local: leave numpy's globals alone
+        w = Weights.init(2, 3, 2, seed=0)
+        x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        y = np.eye(2)[[0, 1, 1]]
+        fwd = forward(w, x)
+        print("Worked example: 2 inputs, 3 hidden units, 2 outputs, unrolled over 3 steps")
+        for t, delta in enumerate(deltas(w, fwd, output_error(fwd, y)), start=1):
+            print(f"t={t}  x_t={x[t - 1]}  y_t={y[t - 1]}")
+            print(f"  u_t  = {fwd.u[t - 1]}\n  h_t  = {fwd.h[t]}\n  v_t  = {fwd.v[t - 1]}")
+            print(f"  y*_t = {fwd.y_hat[t - 1]}\n  δ_t  = {delta}")
+        print(f"L = {loss(fwd, y):.4f}")
+        print("\nParity of the running count of 1s, plain gradient descent:")
+        losses, accuracy = train_parity(epochs=args.epochs)
+        for epoch in sorted({0, *range(49, len(losses), 50), len(losses) - 1}):
+            print(f"  epoch {epoch + 1:>4}: loss {losses[epoch]:.4f}")
+        print(f"per-step accuracy after training: {accuracy:.1%}")
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    commands = {"check": check_main, "demo": demo_main}
-    raise SystemExit(commands[sys.argv[1]](sys.argv[2:]))

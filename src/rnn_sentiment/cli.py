@@ -7,13 +7,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "predict": (
-        "rnn_sentiment.serving",
-        "predict_main",
-        "sentiment of reviews given as text or a file",
-    ),
-    "bptt-check": ("rnn_sentiment.bptt", "check_main", "hand-written BPTT gradients vs autograd"),
+    "predict": ("rnn_sentiment.predict", "main", "sentiment of reviews given as text or a file"),
     "preset": ("rnn_sentiment.presets", "main", "print a named configuration as dvc exp -S args"),
+    "bptt-check": ("rnn_sentiment.bptt", "check_main", "hand-written BPTT gradients vs autograd"),
     "bptt-demo": ("rnn_sentiment.bptt", "demo_main", "the tutorial's worked BPTT example"),
 }
 

@@ -1,0 +1,107 @@
+"""A handle on MLflow's own HTTP server (`mlflow models serve`), for the tests and the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    """A loopback port free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def invoke(url: str, payload: object, timeout: float = 60.0) -> tuple[int, Any]:
+    """POST `payload` as JSON to the server's `/invocations`; return the status and parsed reply.
+
+    An HTTP error is an answer too (400 for a bad review), so it is returned, not raised.
+    """
+    request = urllib.request.Request(
+        f"{url}/invocations",
+        data=json.dumps(payload).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        with err:
+            body = err.read()
+        try:
+            return err.code, json.loads(body)
+        except ValueError:
+            return err.code, body.decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def mlflow_server(model_uri: str, port: int | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """Run `mlflow models serve` for `model_uri` on 127.0.0.1 while the block runs; yield its URL.
+
+    It is MLflow's own server, as docs/serving.md has users run it, reading the store that
+    `tracking.configure` picks. It runs in its own process group so that stopping it also stops
+    the uvicorn process MLflow starts under it.
+    """
+    from rnn_sentiment import tracking
+
+    port = port or free_port()
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager"]
+    command += ["local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking.configure(),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_until_up(url, server, log, timeout)
+            yield url
+        finally:
+            _stop(server)
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, log: Any, timeout: float) -> None:
+    """Poll `/ping` until the server answers; fail with its output if it dies or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/ping", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.25)
+    log.seek(0)
+    output = log.read().decode("utf-8", "replace")[-5000:]
+    state = f"exited with {server.returncode}" if server.poll() is not None else "timed out"
+    raise RuntimeError(f"mlflow models serve {state} before answering /ping:\n{output}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """Terminate the server's process group (its own: see `start_new_session`), then reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
