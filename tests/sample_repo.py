@@ -17,6 +17,13 @@ import yaml
 from tests.conftest import build_archive, sha256
 
 REPO = Path(__file__).resolve().parents[1]
+# Commits in the scratch repo need an identity, which a fresh CI machine may not have configured.
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "rnn-sentiment tests",
+    "GIT_AUTHOR_EMAIL": "tests@example.invalid",
+    "GIT_COMMITTER_NAME": "rnn-sentiment tests",
+    "GIT_COMMITTER_EMAIL": "tests@example.invalid",
+}
 TINY_TRAINING = {
     "train.model.embedding_dim": 8,
     "train.model.hidden_dim": 8,
@@ -29,7 +36,11 @@ TINY_TRAINING = {
 
 def run(cmd: list[str], cwd: Path) -> str:
     """Run a command with this interpreter's bin folder first on PATH; fail with its output."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **GIT_IDENTITY,
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")

@@ -256,4 +256,5 @@ def _champion_accuracy(client: mlflow.MlflowClient, model_name: str) -> float | 
         champion = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
-    return float(champion.tags.get("test_accuracy", "nan"))
+    accuracy = champion.tags.get("test_accuracy")
+    return None if accuracy is None else float(accuracy)
