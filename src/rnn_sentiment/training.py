@@ -186,7 +186,7 @@ def fit(
         )
         history.append(stats)
         on_epoch(stats)
-        if val_loss < best_loss:
+        if val_loss < best_loss or best_state is None:  # a NaN loss still leaves a state
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= params.patience:

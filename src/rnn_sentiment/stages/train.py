@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
     device = choose_device()
+    # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
+    # closed as failed instead of staying "running" forever.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tracking.training_run(tracked_params(params)) as run_id:
         result = run(
             params.train,
