@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from rnn_sentiment.params import set_dotted
 from tests.conftest import build_archive, sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,11 +62,7 @@ def set_params(repo: Path, **changes: object) -> None:
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        block = params
-        for parent in parents:
-            block = block[parent]
-        block[key] = value
+        set_dotted(params, dotted, value)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 

@@ -148,6 +148,14 @@ def load(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
     return parse(raw, Params, str(path))
 
 
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `tree["train"]["lr"] = value` for `dotted="train.lr"`, as `dvc exp run -S` does."""
+    *parents, key = dotted.split(".")
+    for parent in parents:
+        tree = tree[parent]
+    tree[key] = value
+
+
 def flatten(params: BaseModel, prefix: str = "") -> dict[str, Any]:
     """Flatten params into dotted keys (`tokenize.max_features`), as DVC and MLflow name them."""
     flat: dict[str, Any] = {}

@@ -43,11 +43,7 @@ def apply(params: params_lib.Params, name: str) -> params_lib.Params:
         raise UserError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     raw = params.model_dump()
     for dotted, value in PRESETS[name].items():
-        *parents, key = dotted.split(".")
-        block = raw
-        for parent in parents:
-            block = block[parent]
-        block[key] = value
+        params_lib.set_dotted(raw, dotted, value)
     return params_lib.parse(raw, params_lib.Params, f"preset {name}")
 
 
