@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnn_sentiment.serving import BATCH_SIZE, Predictor
+from rnn_sentiment.serving import BATCH_SIZE, Predictor, serving_dtype
 from rnn_sentiment.stages.train import RUN_FILE
 from tests.mlflow_server import invoke, mlflow_server
 
@@ -121,23 +121,36 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the server
     reviews, source = load_reviews(args.reviews)
-    predictor = Predictor.from_dir(args.model_dir)
-    rows = {
-        "Python API": measure(
-            predictor.predict_proba, lambda r: predictor.predict_proba([r]), reviews, args.singles
+    # float32 always; the default (`auto`) too where it picks another dtype, with how far its
+    # probabilities move from float32's.
+    exact = Predictor.from_dir(args.model_dir, precision="float32")
+    predictors = {"float32": exact}
+    auto = serving_dtype("auto", exact.device)
+    if auto != torch.float32:
+        predictors[f"auto: {str(auto).removeprefix('torch.')}"] = Predictor.from_dir(args.model_dir)
+    reference = exact.predict_proba(reviews)
+    rows, moved = {}, {}
+    for name, predictor in predictors.items():
+        rows[f"Python API, {name}"] = measure(
+            predictor.predict_proba,
+            lambda r, p=predictor: p.predict_proba([r]),
+            reviews,
+            args.singles,
         )
-    }
+        moved[name] = np.abs(predictor.predict_proba(reviews) - reference).max()
     model_uri = model_uri_of(args.model_dir, args.model_uri)
     if model_uri:
         rows[f"HTTP {model_uri}"] = measure_http(model_uri, reviews, args.singles, args.http_batch)
     words = statistics.mean(len(review.split()) for review in reviews)
     print(
         f"{len(reviews)} reviews from {source} (mean {words:.0f} words), model {args.model_dir}, "
-        f"{predictor.device.type}, {torch.get_num_threads()} torch threads"
+        f"{exact.device.type}, {torch.get_num_threads()} torch threads"
     )
     print(f"{'path':<48} {'batch reviews/s':>16} {'single p50 ms':>14} {'single p95 ms':>14}")
     for name, (throughput, p50, p95) in rows.items():
         print(f"{name:<48} {throughput:>16.0f} {p50:>14.2f} {p95:>14.2f}")
+    for name, change in moved.items():
+        print(f"{name}: probabilities differ from float32's by at most {change:.4f}")
     if not model_uri:
         print(
             f"(no HTTP row: pass --model-uri, or train so that {args.model_dir / RUN_FILE} exists)"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_sentiment.models import ModelConfig, SentimentRNN, count_parameters
+from rnn_sentiment import checkpoint
+from rnn_sentiment.models import Ensemble, ModelConfig, SentimentRNN, build, count_parameters
+from rnn_sentiment.params import PadParams
 from rnn_sentiment.text import PAD_ID
 
 CELLS = ("rnn", "lstm", "gru")
@@ -136,6 +138,8 @@ def test_gradients_reach_the_embedding_and_the_recurrent_weights(cell: str) -> N
         ({"input_layers": [8, 0]}, r"input_layers must be a list of integers >= 1"),
         ({"head_layers": 16}, r"head_layers must be a list of integers >= 1"),
         ({"bidirectional": "yes"}, r"bidirectional must be true or false"),
+        ({"bigrams": -1}, r"bigrams must be an integer >= 0; got -1"),
+        ({"members": 0}, r"members must be an integer >= 1; got 0"),
     ],
 )
 def test_impossible_configs_are_refused_by_name(overrides: dict, message: str) -> None:
@@ -171,3 +175,96 @@ def test_checkpoint_reproduces_the_logits(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
     assert count_parameters(restored) == count_parameters(model) > 0
+
+
+def bigram_model(**overrides: object) -> SentimentRNN:
+    model = make_model(bigrams=4, **overrides)
+    model.learn_bigrams(torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS]))
+    return model
+
+
+def test_learned_bigrams_are_the_most_frequent_pairs_of_known_words() -> None:
+    model = make_model(bigrams=3)
+    rows = torch.tensor(
+        [
+            [0, 0, 5, 6, 7, 5, 6],  # pre-padded: (5, 6) twice, (6, 7), (7, 5)
+            [5, 6, 1, 7, 5, 0, 0],  # (5, 6), (7, 5); pairs with the unknown word 1 don't count
+            [9, 8, 0, 0, 0, 0, 0],  # (9, 8) once: loses the tie to (6, 7)
+        ]
+    )
+    model.learn_bigrams(rows)
+    vocab = SMALL["vocab_size"]
+    assert model.bigram_keys.tolist() == [5 * vocab + 6, 6 * vocab + 7, 7 * vocab + 5]
+    # Fewer distinct pairs than slots: the rest can match nothing.
+    model.learn_bigrams(torch.tensor([[2, 3, 0]]))
+    assert model.bigram_keys[0] == 2 * vocab + 3
+    assert (model.bigram_keys[1:] > vocab * vocab).all()
+
+
+def test_a_bigram_embedding_changes_only_reviews_holding_that_pair() -> None:
+    model = bigram_model(cell="gru", pooling="mean_max")
+    ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
+    key = 4 * SMALL["vocab_size"] + 6  # the pair (4, 6): only the third review holds it
+    position = int(torch.searchsorted(model.bigram_keys, key))
+    assert model.bigram_keys[position] == key
+    row = position + 1  # row 0 stands for "no learned pair"
+    with torch.no_grad():
+        before = model(ids)
+        model.bigram_embedding.weight[row] += 1.0
+        after = model(ids)
+    torch.testing.assert_close(after[:2], before[:2], rtol=0, atol=0)
+    assert not torch.allclose(after[2], before[2])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_bigrams_keep_the_logit_independent_of_padding(bidirectional: bool) -> None:
+    model = bigram_model(cell="lstm", pooling="mean_max", bidirectional=bidirectional)
+    assert model.bigram_keys.max() < SMALL["vocab_size"] ** 2  # all four slots hold real pairs
+    with torch.no_grad():
+        for review in REVIEWS:
+            bare = model(pad(review, 0, "post"))
+            for side in ("pre", "post"):
+                torch.testing.assert_close(model(pad(review, 30, side)), bare, rtol=0, atol=1e-6)
+
+
+def test_bigram_keys_travel_in_the_checkpoint(tmp_path: Path) -> None:
+    model = bigram_model(cell="gru", bidirectional=True)
+    checkpoint.save(tmp_path / "model.pt", model, PadParams())
+    restored = checkpoint.load(tmp_path / "model.pt").model
+    torch.testing.assert_close(restored.bigram_keys, model.bigram_keys, rtol=0, atol=0)
+    ids = torch.cat([pad(review, 15 - len(review), "pre") for review in REVIEWS])
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
+
+
+def test_an_ensemble_outputs_its_members_mean_logit_and_trains_each_member_apart() -> None:
+    torch.manual_seed(0)
+    ensemble = build(ModelConfig(**SMALL, cell="gru", pooling="mean_max", members=3))
+    assert isinstance(ensemble, Ensemble)
+    assert isinstance(build(ModelConfig(**SMALL)), SentimentRNN)
+    ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
+    ensemble.eval()
+    with torch.no_grad():
+        each = torch.stack([member(ids) for member in ensemble.members])
+        torch.testing.assert_close(ensemble(ids), each.mean(0), rtol=0, atol=1e-6)
+    assert each.std(0).min() > 0  # the members start apart
+
+    ensemble.train()
+    logits = ensemble(ids)
+    assert logits.shape == (3, len(REVIEWS))
+    logits[1].sum().backward()  # one member's loss reaches that member only
+    grads = [member.embedding.weight.grad.abs().sum() for member in ensemble.members]
+    assert grads[0] == grads[2] == 0 < grads[1]
+
+
+def test_an_ensemble_with_bigrams_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    ensemble = build(ModelConfig(**SMALL, bigrams=4, members=2)).eval()
+    ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
+    ensemble.learn_bigrams(ids)
+    assert all(member.bigram_keys.max() < SMALL["vocab_size"] ** 2 for member in ensemble.members)
+    checkpoint.save(tmp_path / "model.pt", ensemble, PadParams())
+    restored = checkpoint.load(tmp_path / "model.pt").model
+    assert isinstance(restored, Ensemble) and len(restored.members) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids), ensemble(ids), rtol=0, atol=0)

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from rnn_sentiment import cli, tracking
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import ModelParams, PadParams, Params, TrainParams
-from rnn_sentiment.serving import Predictor
+from rnn_sentiment.serving import Predictor, serving_dtype
 from rnn_sentiment.stages import train
 from tests.conftest import synthetic_padded
 from tests.mlflow_server import invoke, mlflow_server
@@ -136,6 +136,38 @@ def test_pyfunc_matches_python_api(
     predictions = mlflow.pyfunc.load_model(uri).predict(REVIEWS)
     np.testing.assert_allclose(predictions["probability"], expected, rtol=0, atol=1e-6)
     assert list(predictions["label"]) == ["positive" if p >= 0.5 else "negative" for p in expected]
+
+
+def test_bfloat16_moves_probabilities_little_and_leaves_the_callers_model_alone(
+    trained: Trained,
+) -> None:
+    exact = Predictor.from_dir(trained.model_dir, precision="float32")
+    fast = Predictor(exact.model, exact.tokenizer, exact.pad, precision="bfloat16")
+    assert next(fast.model.parameters()).dtype == torch.bfloat16
+    assert next(exact.model.parameters()).dtype == torch.float32
+    np.testing.assert_allclose(
+        fast.predict_proba(REVIEWS), exact.predict_proba(REVIEWS), rtol=0, atol=0.01
+    )
+
+
+def test_auto_precision_keeps_float32_on_a_gpu_and_an_unknown_one_is_refused(
+    trained: Trained,
+) -> None:
+    assert serving_dtype("auto", torch.device("cuda")) == torch.float32
+    with pytest.raises(UserError, match="unknown precision 'fp8'; choose one of auto, float32"):
+        Predictor.from_dir(trained.model_dir, precision="fp8")
+
+
+def test_pyfunc_and_cli_take_a_precision(
+    trained: Trained, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exact = Predictor.from_dir(trained.model_dir, precision="float32").predict_proba(REVIEWS)
+    model = tracking.load_pyfunc(f"models:/{NAME}@champion", {"precision": "float32"})
+    np.testing.assert_allclose(model.predict(REVIEWS)["probability"], exact, rtol=0, atol=1e-6)
+    for source in (f"models:/{NAME}@champion", str(trained.model_dir)):
+        assert cli.main(["predict", "--precision", "float32", "--model", source, *REVIEWS]) == 0
+        printed = [float(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
+        np.testing.assert_allclose(printed, exact, rtol=0, atol=1e-6)
 
 
 def test_pyfunc_refuses_null_with_the_reviews_position(store: str) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path
-from rnn_sentiment.models import ModelConfig, SentimentRNN
+from rnn_sentiment.models import ModelConfig, Network, build
 from rnn_sentiment.params import PadParams
 
 MODEL_FILE = "model.pt"
@@ -24,11 +24,11 @@ TOKENIZER_FILE = "tokenizer.json"
 class Checkpoint:
     """A trained model with the padding its inputs were trained with."""
 
-    model: SentimentRNN
+    model: Network
     pad: PadParams
 
 
-def save(path: str | os.PathLike[str], model: SentimentRNN, pad: PadParams) -> None:
+def save(path: str | os.PathLike[str], model: Network, pad: PadParams) -> None:
     state = {key: tensor.detach().cpu() for key, tensor in model.state_dict().items()}
     payload = {"model_config": model.config.to_dict(), "pad": pad.model_dump(), "state_dict": state}
     with atomic_path(path) as tmp:
@@ -42,7 +42,7 @@ def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Ch
         raise UserError(f"no model at {path}: run `dvc repro` to train one, or pass --model")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-        model = SentimentRNN(ModelConfig.from_dict(payload["model_config"]))
+        model = build(ModelConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, ValueError) as err:
         raise UserError(f"{path} is not a checkpoint of this project ({err}); retrain it") from None

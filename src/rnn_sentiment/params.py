@@ -66,6 +66,7 @@ class ModelParams(_Block):
 
     cell: Literal["rnn", "lstm", "gru"] = "gru"
     embedding_dim: int = Field(100, ge=1)
+    bigrams: int = Field(0, ge=0)
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
     input_layers: tuple[int, ...] = ()
     hidden_dim: int = Field(256, ge=1)
@@ -74,12 +75,14 @@ class ModelParams(_Block):
     dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["last", "mean", "max", "mean_max"] = "mean_max"
     head_layers: tuple[int, ...] = ()
+    members: int = Field(1, ge=1)
 
 
 class TrainParams(_Block):
     model: ModelParams = ModelParams()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(4, ge=1)

@@ -7,13 +7,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path
-from rnn_sentiment.serving import Scorer, load_scorer, validate
+from rnn_sentiment.serving import Precision, Scorer, load_scorer, validate
 
 SHOWN_CHARS = 70  # of each review echoed by `rnn-sentiment predict REVIEW...`
 LISTED_ROWS = 10  # of the rows without text named in the warning
@@ -136,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the train stage's folder (default: models), or an MLflow model URI such as "
         "models:/rnn-sentiment@champion, models:/rnn-sentiment/3 or runs:/<run_id>/model",
     )
+    parser.add_argument(
+        "--precision",
+        choices=get_args(Precision),
+        default="auto",
+        help="run the model in this dtype (default auto: bfloat16 on CPUs that compute it "
+        "natively, about 3x faster; float32 gives the evaluate stage's numbers exactly)",
+    )
     return parser
 
 
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         _suffix(args.output, WRITERS, "--output")
     frame, blank = _file_rows(args.file) if args.file else _argument_rows(args.reviews)
-    scored = score_rows(load_scorer(args.model), frame, blank)
+    scored = score_rows(load_scorer(args.model, args.precision), frame, blank)
     if blank:
         _warn_blank(blank, len(frame), args.file)
     _emit(scored, args.output, as_table=args.file is not None)

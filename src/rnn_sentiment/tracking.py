@@ -126,6 +126,7 @@ def log_model(model_dir: Path, input_example: list[str]) -> str:
                 "tokenizer": str(model_dir / checkpoint.TOKENIZER_FILE),
             },
             code_paths=[str(Path(rnn_sentiment.__file__).parent)],
+            model_config={"precision": "auto"},  # what `load_pyfunc(uri, {...})` may override
             signature=_signature(input_example, outputs),
             input_example=input_example,
             pip_requirements=_requirements(),
@@ -171,11 +172,13 @@ def _as_reviews(model_input: Any) -> list[Any]:
     return [None if pd.api.types.is_scalar(x) and pd.isna(x) else x for x in model_input]
 
 
-def load_pyfunc(uri: str) -> mlflow.pyfunc.PyFuncModel:
-    """Load a logged model by URI from the project's store; MLflow's errors become one line."""
+def load_pyfunc(uri: str, model_config: dict[str, Any] | None = None) -> mlflow.pyfunc.PyFuncModel:
+    """Load a logged model by URI from the project's store; MLflow's errors become one line.
+
+    `model_config` reaches the model's `load_context`, e.g. `{"precision": "float32"}`."""
     _require_store(uri, configure())
     try:
-        return mlflow.pyfunc.load_model(uri)
+        return mlflow.pyfunc.load_model(uri, model_config=model_config)
     except (MlflowException, OSError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"cannot load model {uri}: {reason}") from None
@@ -199,8 +202,9 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from rnn_sentiment.serving import Predictor
 
+        precision = (context.model_config or {}).get("precision", "auto")
         self.predictor = Predictor.from_files(
-            context.artifacts["model"], context.artifacts["tokenizer"]
+            context.artifacts["model"], context.artifacts["tokenizer"], precision=precision
         )
 
     def predict(

@@ -98,6 +98,7 @@ def train_one_epoch(
     data: Split,
     index_batches: list[np.ndarray],
     optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     clip_grad_norm: float | None,
     description: str = "train",
@@ -111,15 +112,18 @@ def train_one_epoch(
         ids = data.ids[index].to(device)
         labels = data.labels[index].to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(ids)  # [B]
-        loss = loss_fn(logits, labels)
+        logits = model(ids)  # [B], or [M, B]: each member of an ensemble learns from its own loss
+        members = logits.numel() // len(index)
+        loss = loss_fn(logits, labels.expand_as(logits)) / members  # summed over the batch
         (loss / len(index)).backward()
         if clip_grad_norm is not None:
             # Recurrent gradients can explode over long reviews; clipping keeps BPTT stable.
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
+        schedule.step()
         total_loss += loss.item()
-        correct += ((logits > 0) == (labels > 0.5)).sum().item()
+        predicted = logits.detach().reshape(members, -1).mean(0) > 0
+        correct += (predicted == (labels > 0.5)).sum().item()
     return total_loss / len(data), correct / len(data)
 
 
@@ -155,6 +159,17 @@ def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimiz
     return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning rate per step: constant, or decaying linearly to zero at the last planned
+    epoch, which settles the weights into a better minimum than a constant rate stops at."""
+    if params.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    total = params.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -172,13 +187,22 @@ def fit(
     optimizer = make_optimizer(model, params)
     rng = np.random.default_rng(seed)
     lengths = train.lengths
+    steps_per_epoch = -(-len(train) // params.batch_size)
+    schedule = make_schedule(optimizer, params, steps_per_epoch)
     history: list[EpochStats] = []
     best_loss, best_epoch, best_state = float("inf"), 0, None
     for epoch in progress(range(1, params.epochs + 1), desc="epochs", unit="epoch"):
         start = time.perf_counter()
         index_batches = batches(lengths, params.batch_size, rng, params.bucket_by_length)
         train_loss, train_acc = train_one_epoch(
-            model, train, index_batches, optimizer, device, params.clip_grad_norm, f"epoch {epoch}"
+            model,
+            train,
+            index_batches,
+            optimizer,
+            schedule,
+            device,
+            params.clip_grad_norm,
+            f"epoch {epoch}",
         )
         val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device)
         stats = EpochStats(

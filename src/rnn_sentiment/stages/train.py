@@ -23,7 +23,7 @@ from rnn_sentiment import checkpoint, tracking
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, write_json
-from rnn_sentiment.models import ModelConfig, SentimentRNN, count_parameters
+from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
 
@@ -33,7 +33,7 @@ EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never 
 
 @dataclass(frozen=True)
 class TrainResult:
-    model: SentimentRNN
+    model: Network
     history: list[EpochStats]
     best_epoch: int
 
@@ -83,7 +83,9 @@ def run(
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
     train, val = split_validation(arrays["ids"], arrays["labels"], params.val_fraction, seed)
-    model = SentimentRNN(config)
+    model = build(config)
+    if config.bigrams:
+        model.learn_bigrams(train.ids)
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
     return TrainResult(model, history, best_epoch)
 
@@ -151,7 +153,7 @@ def tracked_params(params: params_lib.Params) -> dict[str, object]:
 
 
 def write_model_dir(
-    model_dir: Path, model: SentimentRNN, params: params_lib.Params, tokenizer: Path
+    model_dir: Path, model: Network, params: params_lib.Params, tokenizer: Path
 ) -> None:
     """The checkpoint and its tokenizer side by side: all that serving needs."""
     model_dir.mkdir(parents=True, exist_ok=True)
