@@ -139,6 +139,8 @@ def test_gradients_reach_the_embedding_and_the_recurrent_weights(cell: str) -> N
         ({"head_layers": 16}, r"head_layers must be a list of integers >= 1"),
         ({"bidirectional": "yes"}, r"bidirectional must be true or false"),
         ({"bigrams": -1}, r"bigrams must be an integer >= 0; got -1"),
+        ({"trigrams": 1.5}, r"trigrams must be an integer >= 0; got 1.5"),
+        ({"trigrams": 9, "vocab_size": 3_000_000}, r"trigrams need a vocab_size below 2097152"),
         ({"members": 0}, r"members must be an integer >= 1; got 0"),
     ],
 )
@@ -177,9 +179,9 @@ def test_checkpoint_reproduces_the_logits(tmp_path: Path) -> None:
     assert count_parameters(restored) == count_parameters(model) > 0
 
 
-def bigram_model(**overrides: object) -> SentimentRNN:
-    model = make_model(bigrams=4, **overrides)
-    model.learn_bigrams(torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS]))
+def ngram_model(**overrides: object) -> SentimentRNN:
+    model = make_model(bigrams=4, trigrams=3, **overrides)
+    model.learn_ngrams(torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS]))
     return model
 
 
@@ -192,34 +194,59 @@ def test_learned_bigrams_are_the_most_frequent_pairs_of_known_words() -> None:
             [9, 8, 0, 0, 0, 0, 0],  # (9, 8) once: loses the tie to (6, 7)
         ]
     )
-    model.learn_bigrams(rows)
+    model.learn_ngrams(rows)
     vocab = SMALL["vocab_size"]
-    assert model.bigram_keys.tolist() == [5 * vocab + 6, 6 * vocab + 7, 7 * vocab + 5]
+    keys = model.ngrams["bigrams"].keys
+    assert keys.tolist() == [5 * vocab + 6, 6 * vocab + 7, 7 * vocab + 5]
     # Fewer distinct pairs than slots: the rest can match nothing.
-    model.learn_bigrams(torch.tensor([[2, 3, 0]]))
-    assert model.bigram_keys[0] == 2 * vocab + 3
-    assert (model.bigram_keys[1:] > vocab * vocab).all()
+    model.learn_ngrams(torch.tensor([[2, 3, 0]]))
+    assert keys[0] == 2 * vocab + 3
+    assert (keys[1:] > vocab * vocab).all()
 
 
-def test_a_bigram_embedding_changes_only_reviews_holding_that_pair() -> None:
-    model = bigram_model(cell="gru", pooling="mean_max")
+def test_learned_trigrams_are_the_most_frequent_triples_of_known_words() -> None:
+    model = make_model(trigrams=2)
+    rows = torch.tensor(
+        [
+            [5, 6, 7, 5, 6, 7, 0],  # (5, 6, 7) twice, (6, 7, 5), (7, 5, 6)
+            [0, 0, 7, 5, 6, 1, 9],  # (7, 5, 6) again; triples with the unknown word 1 don't count
+        ]
+    )
+    model.learn_ngrams(rows)
+    vocab = SMALL["vocab_size"]
+    assert model.ngrams["trigrams"].keys.tolist() == [
+        (5 * vocab + 6) * vocab + 7,
+        (7 * vocab + 5) * vocab + 6,
+    ]
+
+
+@pytest.mark.parametrize(("table", "ngram"), [("bigrams", (4, 6)), ("trigrams", (12, 49, 22))])
+def test_an_ngram_embedding_changes_only_reviews_holding_that_ngram(
+    table: str, ngram: tuple[int, ...]
+) -> None:
+    model = make_model(bigrams=40, trigrams=40, cell="gru", pooling="mean_max")
     ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
-    key = 4 * SMALL["vocab_size"] + 6  # the pair (4, 6): only the third review holds it
-    position = int(torch.searchsorted(model.bigram_keys, key))
-    assert model.bigram_keys[position] == key
-    row = position + 1  # row 0 stands for "no learned pair"
+    ids[2, 4] = 22  # a known word in place of the unknown 1: (12, 49, 22) is learned
+    model.learn_ngrams(ids)  # only the third review holds either n-gram
+    key = 0
+    for word in ngram:
+        key = key * SMALL["vocab_size"] + word
+    keys = model.ngrams[table].keys
+    position = int(torch.searchsorted(keys, key))
+    assert keys[position] == key
     with torch.no_grad():
         before = model(ids)
-        model.bigram_embedding.weight[row] += 1.0
+        model.ngrams[table].embedding.weight[position + 1] += 1.0  # row 0: "no learned n-gram"
         after = model(ids)
     torch.testing.assert_close(after[:2], before[:2], rtol=0, atol=0)
     assert not torch.allclose(after[2], before[2])
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-def test_bigrams_keep_the_logit_independent_of_padding(bidirectional: bool) -> None:
-    model = bigram_model(cell="lstm", pooling="mean_max", bidirectional=bidirectional)
-    assert model.bigram_keys.max() < SMALL["vocab_size"] ** 2  # all four slots hold real pairs
+def test_ngrams_keep_the_logit_independent_of_padding(bidirectional: bool) -> None:
+    model = ngram_model(cell="lstm", pooling="mean_max", bidirectional=bidirectional)
+    assert model.ngrams["bigrams"].keys.max() < SMALL["vocab_size"] ** 2  # all slots hold pairs
+    assert model.ngrams["trigrams"].keys.max() < SMALL["vocab_size"] ** 3
     with torch.no_grad():
         for review in REVIEWS:
             bare = model(pad(review, 0, "post"))
@@ -227,11 +254,12 @@ def test_bigrams_keep_the_logit_independent_of_padding(bidirectional: bool) -> N
                 torch.testing.assert_close(model(pad(review, 30, side)), bare, rtol=0, atol=1e-6)
 
 
-def test_bigram_keys_travel_in_the_checkpoint(tmp_path: Path) -> None:
-    model = bigram_model(cell="gru", bidirectional=True)
+def test_ngram_keys_travel_in_the_checkpoint(tmp_path: Path) -> None:
+    model = ngram_model(cell="gru", bidirectional=True)
     checkpoint.save(tmp_path / "model.pt", model, PadParams())
     restored = checkpoint.load(tmp_path / "model.pt").model
-    torch.testing.assert_close(restored.bigram_keys, model.bigram_keys, rtol=0, atol=0)
+    for name, ngrams in model.ngrams.items():
+        torch.testing.assert_close(restored.ngrams[name].keys, ngrams.keys, rtol=0, atol=0)
     ids = torch.cat([pad(review, 15 - len(review), "pre") for review in REVIEWS])
     with torch.no_grad():
         torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
@@ -257,12 +285,15 @@ def test_an_ensemble_outputs_its_members_mean_logit_and_trains_each_member_apart
     assert grads[0] == grads[2] == 0 < grads[1]
 
 
-def test_an_ensemble_with_bigrams_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
+def test_an_ensemble_with_ngrams_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    ensemble = build(ModelConfig(**SMALL, bigrams=4, members=2)).eval()
+    ensemble = build(ModelConfig(**SMALL, bigrams=4, trigrams=3, members=2)).eval()
     ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
-    ensemble.learn_bigrams(ids)
-    assert all(member.bigram_keys.max() < SMALL["vocab_size"] ** 2 for member in ensemble.members)
+    ensemble.learn_ngrams(ids)
+    alone = ngram_model()  # every member holds the n-grams one network learns from the rows
+    for member in ensemble.members:
+        for name, ngrams in member.ngrams.items():
+            torch.testing.assert_close(ngrams.keys, alone.ngrams[name].keys, rtol=0, atol=0)
     checkpoint.save(tmp_path / "model.pt", ensemble, PadParams())
     restored = checkpoint.load(tmp_path / "model.pt").model
     assert isinstance(restored, Ensemble) and len(restored.members) == 2

@@ -7,9 +7,9 @@ padding only ever comes after them, and no readout looks at those later steps. T
 direction runs a separate layer over each row reversed within its own length. The logit is
 therefore the same whether a review is padded before or after, by 0 or by 50 steps.
 
-With `bigrams`, each step's input also carries an embedding of the word pair ending there, for the
-training set's most frequent pairs: the recurrence then reads "not good" as one unit from its
-first step, which is what lets it overtake bag-of-n-gram models on IMDB.
+With `bigrams` (and `trigrams`), each step's input also carries an embedding of the word pair (and
+triple) ending there, for the training set's most frequent ones: the recurrence then reads "not
+good" as one unit from its first step, which is what lets it overtake bag-of-n-gram models on IMDB.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,8 +26,8 @@ Cell = Literal["rnn", "lstm", "gru"]
 Pooling = Literal["last", "mean", "max", "mean_max"]
 
 _LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-BIGRAM_INIT_STD = 0.1  # pair embeddings start small: a pair first means what its words mean
-_NO_PAIR = torch.iinfo(torch.int64).max  # fills unused key slots; no real pair reaches it
+NGRAM_INIT_STD = 0.1  # n-gram embeddings start small: a phrase first means what its words mean
+_NO_NGRAM = torch.iinfo(torch.int64).max  # fills unused key slots; no real n-gram reaches it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +41,7 @@ class ModelConfig:
     vocab_size: int  # including the reserved ids PAD_ID and UNK_ID
     embedding_dim: int = 100
     bigrams: int = 0  # word pairs with their own embedding, the most frequent in training
+    trigrams: int = 0  # word triples likewise
     embedding_dropout: float = 0.0
     input_layers: tuple[int, ...] = ()  # Linear+ReLU sizes before the recurrence
     cell: Cell = "rnn"
@@ -58,7 +58,10 @@ class ModelConfig:
         _check_int("members", self.members, 1)
         for name in ("embedding_dim", "hidden_dim", "num_layers"):
             _check_int(name, getattr(self, name), 1)
-        _check_int("bigrams", self.bigrams, 0)
+        for name in ("bigrams", "trigrams"):
+            _check_int(name, getattr(self, name), 0)
+        if self.trigrams and self.vocab_size**3 > _NO_NGRAM:
+            raise ValueError(f"trigrams need a vocab_size below 2097152; got {self.vocab_size}")
         for name in ("embedding_dropout", "dropout"):
             _check_probability(name, getattr(self, name))
         for name in ("input_layers", "head_layers"):
@@ -121,6 +124,52 @@ def _gather_steps(x: Tensor, index: Tensor) -> Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
+class NgramEmbedding(nn.Module):
+    """Embeddings of the n-grams ending at each step, for `size` n-grams learned from training rows.
+
+    An n-gram is keyed by its word ids as the digits of a base-`vocab_size` number. The keys are a
+    sorted buffer, so they travel in the state dict and a lookup is one `searchsorted`; embedding
+    row 0 stands for "not a learned n-gram" and stays zero.
+    """
+
+    def __init__(self, order: int, size: int, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.order, self.vocab_size = order, vocab_size
+        self.register_buffer("keys", torch.full((size,), _NO_NGRAM))  # none matches until `learn`
+        self.embedding = nn.Embedding(size + 1, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=NGRAM_INIT_STD)
+        self.embedding.weight.data[0].zero_()
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Embeddings [B, S, E] of the n-grams ending at each step of left-aligned `ids` [B, S]."""
+        keys, _ = self._keys(ids)
+        position = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
+        return self.embedding(torch.where(self.keys[position] == keys, position + 1, 0))
+
+    def learn(self, ids: Tensor) -> None:
+        """Keep the most frequent n-grams of the padded rows `ids`. N-grams with padding or an
+        unknown word are not counted; ties go to the n-gram of more frequent words (lower ids), so
+        the same rows always give the same n-grams."""
+        keys, known = self._keys(ids)
+        keys, counts = torch.unique(keys[known], return_counts=True)  # sorted keys
+        kept = keys[torch.argsort(-counts, stable=True)[: len(self.keys)]].sort().values
+        self.keys.fill_(_NO_NGRAM)
+        self.keys[: len(kept)] = kept
+
+    def _keys(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The key of the n-gram ending at each step [B, S], and whether all its words are known.
+        Steps before a row's start read as padding, so they never match a learned key."""
+        ids = nn.functional.pad(ids.long(), (self.order - 1, 0), value=PAD_ID)
+        steps = ids.size(1) - self.order + 1
+        keys = torch.zeros_like(ids[:, :steps])
+        known = torch.ones_like(keys, dtype=torch.bool)
+        for offset in range(self.order):
+            word = ids[:, offset : offset + steps]
+            keys = keys * self.vocab_size + word
+            known &= word > UNK_ID
+        return keys, known
+
+
 class SentimentRNN(nn.Module):
     """One logit per review from padded token ids, exact for any padding side or amount.
 
@@ -132,15 +181,16 @@ class SentimentRNN(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
-        if config.bigrams:
-            # Sorted pair keys (`first * vocab_size + second`), filled by `learn_bigrams`; until
-            # then none matches. Embedding row 0 stands for "no learned pair" and stays zero.
-            self.register_buffer("bigram_keys", torch.full((config.bigrams,), _NO_PAIR))
-            self.bigram_embedding = nn.Embedding(
-                config.bigrams + 1, config.embedding_dim, padding_idx=0
-            )
-            nn.init.normal_(self.bigram_embedding.weight, std=BIGRAM_INIT_STD)
-            self.bigram_embedding.weight.data[0].zero_()
+        self.ngrams = nn.ModuleDict(
+            {
+                name: NgramEmbedding(order, size, config.vocab_size, config.embedding_dim)
+                for name, order, size in (
+                    ("bigrams", 2, config.bigrams),
+                    ("trigrams", 3, config.trigrams),
+                )
+                if size
+            }
+        )
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.input_mlp, in_dim = _mlp(config.embedding_dim, config.input_layers)
         # One single-layer unidirectional module per layer and direction: directions meet between
@@ -173,8 +223,8 @@ class SentimentRNN(nn.Module):
         reverse = torch.where(valid, lengths.unsqueeze(1) - 1 - t, t)  # [B, S]
 
         x = self.embedding(ids)  # [B, S, E]
-        if self.config.bigrams:
-            x = x + self.bigram_embedding(self._bigram_ids(ids))
+        for ngrams in self.ngrams.values():
+            x = x + ngrams(ids)
         x = self.input_mlp(self.embedding_dropout(x))  # [B, S, E or I]
         for depth, directions in enumerate(self.recurrent):
             if depth:
@@ -190,26 +240,10 @@ class SentimentRNN(nn.Module):
         features = self._readout(x, lengths, valid)  # [B, D*H] or [B, 2*D*H] for mean_max
         return self.head(features).squeeze(-1)  # [B]
 
-    def learn_bigrams(self, ids: Tensor | np.ndarray) -> None:
-        """Give the `config.bigrams` most frequent word pairs of the padded rows `ids` their own
-        embedding. Pairs with padding or an unknown word are not counted; ties go to the pair of
-        more frequent words, so the same rows always give the same pairs."""
-        ids = np.asarray(ids, dtype=np.int64)
-        first, second = ids[:, :-1], ids[:, 1:]
-        known = (first > UNK_ID) & (second > UNK_ID)  # padding never sits inside a row
-        keys, counts = np.unique(
-            first[known] * self.config.vocab_size + second[known], return_counts=True
-        )
-        kept = np.sort(keys[np.argsort(-counts, kind="stable")[: self.config.bigrams]])
-        self.bigram_keys.fill_(_NO_PAIR)
-        self.bigram_keys[: len(kept)] = torch.from_numpy(kept)
-
-    def _bigram_ids(self, ids: Tensor) -> Tensor:
-        """Row of `bigram_embedding` for the pair ending at each step of left-aligned `ids` [B, S];
-        0 where the pair is not among the learned ones (or the step is the first or padding)."""
-        keys = nn.functional.pad(ids[:, :-1], (1, 0), value=PAD_ID) * self.config.vocab_size + ids
-        position = torch.searchsorted(self.bigram_keys, keys).clamp_(max=self.config.bigrams - 1)
-        return torch.where(self.bigram_keys[position] == keys, position + 1, 0)
+    def learn_ngrams(self, ids: Tensor) -> None:
+        """Learn the n-grams that get their own embedding from the training rows `ids`."""
+        for ngrams in self.ngrams.values():
+            ngrams.learn(ids)
 
     def _readout(self, states: Tensor, lengths: Tensor, valid: Tensor) -> Tensor:
         """Pool the top layer's states [B, S, D*H] over each row's own steps only."""
@@ -251,9 +285,13 @@ class Ensemble(nn.Module):
         logits = torch.stack([member(ids) for member in self.members])  # [M, B]
         return logits if self.training else logits.mean(0)
 
-    def learn_bigrams(self, ids: Tensor | np.ndarray) -> None:
-        for member in self.members:
-            member.learn_bigrams(ids)
+    def learn_ngrams(self, ids: Tensor) -> None:
+        """Count the n-grams once and give every member the same ones."""
+        first = self.members[0]
+        first.learn_ngrams(ids)
+        for member in self.members[1:]:
+            for name, ngrams in member.ngrams.items():
+                ngrams.keys.copy_(first.ngrams[name].keys)
 
 
 Network = SentimentRNN | Ensemble

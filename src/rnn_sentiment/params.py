@@ -67,6 +67,7 @@ class ModelParams(_Block):
     cell: Literal["rnn", "lstm", "gru"] = "gru"
     embedding_dim: int = Field(100, ge=1)
     bigrams: int = Field(0, ge=0)
+    trigrams: int = Field(0, ge=0)
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
     input_layers: tuple[int, ...] = ()
     hidden_dim: int = Field(256, ge=1)

@@ -90,14 +90,16 @@ def test_one_label_only_is_a_clear_error() -> None:
         train.split_validation(ids, np.ones(10, dtype=np.int8), 0.2, seed=0)
 
 
-def test_bigrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
+def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
     arrays, vocab_size, held_out = data
-    model = TINY.model.model_copy(update={"bigrams": 50, "members": 2, "bidirectional": True})
+    update = {"bigrams": 50, "trigrams": 20, "members": 2, "bidirectional": True}
+    model = TINY.model.model_copy(update=update)
     params = TINY.model_copy(update={"model": model, "epochs": 3, "lr_schedule": "linear"})
     result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
     members = result.model.members
     assert len(members) == 2
-    assert (members[0].bigram_keys < vocab_size**2).sum() == 50  # pairs of the training rows
+    assert (members[0].ngrams["bigrams"].keys < vocab_size**2).sum() == 50  # pairs of the rows
+    assert (members[1].ngrams["trigrams"].keys < vocab_size**3).sum() == 20
     test = Split.from_arrays(held_out["ids"], held_out["labels"])
     logits = predict_logits(result.model, test.ids, 64, torch.device("cpu"))
     assert ((logits > 0) == (test.labels.numpy() > 0.5)).mean() >= 0.9

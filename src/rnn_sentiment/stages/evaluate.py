@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
-from rnn_sentiment import checkpoint, tracking
+from rnn_sentiment import checkpoint
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, require_file, write_json
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots-dir", type=Path, required=True)
     args = parser.parse_args(argv)
+    from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
+
     params = params_lib.load(args.params).evaluate
     device = choose_device()
     trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 
-from rnn_sentiment import checkpoint, tracking
+from rnn_sentiment import checkpoint
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -84,8 +84,7 @@ def run(
         raise UserError(f"train.model: {err}") from None
     train, val = split_validation(arrays["ids"], arrays["labels"], params.val_fraction, seed)
     model = build(config)
-    if config.bigrams:
-        model.learn_bigrams(train.ids)
+    model.learn_ngrams(train.ids)
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
     return TrainResult(model, history, best_epoch)
 
@@ -100,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--curve", type=Path, required=True)
     args = parser.parse_args(argv)
+    from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
+
     params = params_lib.load(args.params)
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_epoch(stats: EpochStats) -> None:
     """Log an epoch to MLflow and say it in one line (progress bars vanish from logs)."""
+    from rnn_sentiment import tracking
+
     tracking.log_epoch({k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch)
     print(
         f"epoch {stats.epoch}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}, "
