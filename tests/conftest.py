@@ -31,7 +31,9 @@ def build_archive(
 
     Besides `per_class` reviews in each of train/test × pos/neg it holds an `unsup/` folder, the
     vocabulary and README files, a member named `../escape.txt`, and a symlink that looks like a
-    review: none of them may end up in the reviews table.
+    review: none of them may end up in the reviews table. `urls_*.txt` link every two reviews of a
+    folder to one movie, `movie_url(split, label, i)`, except the last review, whose line is not
+    a title page.
     """
 
     def add(tar: tarfile.TarFile, name: str, data: str) -> None:
@@ -48,7 +50,8 @@ def build_archive(
                 for i in range(per_class):
                     rating = 7 + i % 4 if label else 1 + i % 4
                     add(tar, f"aclImdb/{split}/{folder}/{i}_{rating}.txt", text(label, i))
-                add(tar, f"aclImdb/{split}/urls_{folder}.txt", "http://example.com\n")
+                urls = [movie_url(split, label, i) for i in range(per_class - 1)]
+                add(tar, f"aclImdb/{split}/urls_{folder}.txt", "\n".join(urls) + "\nhttp://x/\n")
         add(tar, "aclImdb/train/unsup/0_0.txt", "unlabelled review")
         add(tar, "../escape.txt", "outside the target")
         link = tarfile.TarInfo("aclImdb/train/pos/999_10.txt")
@@ -56,6 +59,12 @@ def build_archive(
         link.linkname = "/etc/passwd"
         tar.addfile(link)
     return path
+
+
+def movie_url(split: str, label: int, index: int) -> str:
+    """The IMDB page of the movie that review `index` of a tiny archive's folder is about."""
+    title = 1000 * (split == "test") + 100 * label + index // 2
+    return f"http://www.imdb.com/title/tt{title:07d}/usercomments"
 
 
 def sha256(path: Path) -> str:

@@ -10,7 +10,7 @@ import pytest
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import DownloadParams, Source
 from rnn_sentiment.stages import download
-from tests.conftest import build_archive, sha256
+from tests.conftest import build_archive, movie_url, sha256
 
 
 def params_for(archive: Path, **kwargs: object) -> DownloadParams:
@@ -27,6 +27,14 @@ def test_reads_only_labelled_reviews(tiny_archive: Path, tmp_path: Path) -> None
     assert 999 not in reviews["review_id"].tolist()  # the symlink
     assert reviews["rating"].between(1, 10).all()
     assert (reviews.loc[reviews["label"] == 1, "rating"] >= 7).all()
+
+
+def test_each_review_knows_its_movie(tiny_archive: Path, tmp_path: Path) -> None:
+    reviews = download.run(params_for(tiny_archive), tmp_path / "cache")
+    review = reviews.query("split == 'test' and label == 1 and review_id == 3")
+    assert review["movie"].tolist() == [movie_url("test", 1, 3).split("/")[4]]
+    assert reviews.groupby(["split", "label"])["movie"].nunique().tolist() == [6, 6, 6, 6]
+    assert reviews["movie"].isna().sum() == 4  # each folder's last line is no title page
 
 
 def test_same_archive_gives_byte_identical_table(tiny_archive: Path, tmp_path: Path) -> None:

@@ -42,6 +42,16 @@ def test_rows_shorter_than_maxlen_are_kept_whole() -> None:
     assert lengths == [5, 2, 0]
 
 
+def test_groups_number_movies_and_give_each_unknown_one_its_own() -> None:
+    movies = pa.array(["tt2", "tt1", None, "tt2", None], type=pa.string())
+    ids = pa.array([[5]] * 5, type=pa.list_(pa.int32()))
+    table = pa.table({"label": [1, 0, 1, 1, 0], "movie": movies, "ids": ids})
+    groups = pad.run(PadParams(maxlen=2), {"train": table})["train"]["groups"]
+    assert groups[0] == groups[3] and len(set(groups.tolist())) == 4
+    without_movies = pad.run(PadParams(maxlen=2), {"train": table.drop(["movie"])})["train"]
+    assert without_movies["groups"].tolist() == [0, 1, 2, 3, 4]
+
+
 def test_writes_deterministic_npz(tmp_path) -> None:
     from rnn_sentiment.files import read_npz, write_npz
 

@@ -77,17 +77,38 @@ def test_tutorial_architecture_trains(data) -> None:
 def test_validation_split_is_stratified_and_seeded() -> None:
     ids = np.arange(200, dtype=np.int32).reshape(100, 2) + 2
     labels = np.array([0] * 70 + [1] * 30, dtype=np.int8)
-    train_a, val_a = train.split_validation(ids, labels, 0.2, seed=1)
-    _, val_b = train.split_validation(ids, labels, 0.2, seed=1)
+    alone = np.arange(100)  # every review its own movie
+    train_a, val_a = train.split_validation(ids, labels, alone, 0.2, seed=1)
+    _, val_b = train.split_validation(ids, labels, alone, 0.2, seed=1)
+    _, val_c = train.split_validation(ids, labels, alone, 0.2, seed=2)
     assert len(val_a) == 20 and int(val_a.labels.sum()) == 6
     assert torch.equal(val_a.ids, val_b.ids)
+    assert not torch.equal(val_a.ids, val_c.ids)
     assert len(train_a) == 80
+
+
+def test_validation_holds_out_whole_movies() -> None:
+    ids = np.arange(400, dtype=np.int32).reshape(200, 2) + 2  # row r holds ids 2r+2, 2r+3
+    labels = np.tile([0, 1], 100).astype(np.int8)
+    movies = np.arange(200) // 5  # 40 movies of 5 reviews, both labels in each
+    train_part, val = train.split_validation(ids, labels, movies, 0.1, seed=0)
+    seen = {int(row[0] - 2) // 2 // 5 for row in train_part.ids}
+    held_out = {int(row[0] - 2) // 2 // 5 for row in val.ids}
+    assert not seen & held_out and len(seen | held_out) == 40
+    assert len(val) == 20 and 8 <= int(val.labels.sum()) <= 12
 
 
 def test_one_label_only_is_a_clear_error() -> None:
     ids = np.full((10, 3), 2, dtype=np.int32)
     with pytest.raises(UserError, match="at least 2 reviews of each label"):
-        train.split_validation(ids, np.ones(10, dtype=np.int8), 0.2, seed=0)
+        train.split_validation(ids, np.ones(10, dtype=np.int8), np.arange(10), 0.2, seed=0)
+
+
+def test_too_few_movies_is_a_clear_error() -> None:
+    ids = np.full((20, 3), 2, dtype=np.int32)
+    labels = np.tile([0, 1], 10).astype(np.int8)
+    with pytest.raises(UserError, match=r"holds 3 movies, too few to hold out 1/5.*val_fraction"):
+        train.split_validation(ids, labels, np.arange(20) % 3, 0.2, seed=0)
 
 
 def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:

@@ -3,7 +3,9 @@
 The archive comes from the official URL by default, or from a local path or `file://` mirror; a
 source that cannot be reached falls through to the next mirror, but a wrong digest stops at once.
 Reviews are read straight from the compressed stream: nothing is extracted to disk, so no member
-can land outside its target and links are never followed.
+can land outside its target and links are never followed. Each review keeps the IMDB id of its
+movie (from the archive's `urls_*.txt`), so validation can hold out whole movies as the official
+train/test split does.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from rnn_sentiment.progress import progress
 REVIEW_MEMBER = re.compile(
     r"^aclImdb/(?P<split>train|test)/(?P<label>pos|neg)/(?P<id>\d+)_(?P<rating>\d+)\.txt$"
 )
-COLUMNS = ["split", "review_id", "rating", "label", "text"]
+URLS_MEMBER = re.compile(r"^aclImdb/(?P<split>train|test)/urls_(?P<label>pos|neg)\.txt$")
+MOVIE_ID = re.compile(r"/title/(tt\d+)")
+COLUMNS = ["split", "review_id", "rating", "label", "text", "movie"]
 CHUNK = 1 << 20
 TIMEOUT_S = 30  # per network read; an unreachable host fails over to the next mirror
 
@@ -123,13 +127,21 @@ def read_reviews(archive: Path) -> pd.DataFrame:
     """Read the labelled reviews `{train,test}/{pos,neg}/<id>_<rating>.txt`, skipping all else.
 
     Rows are sorted by (split, label, review_id) so the same archive always gives the same table.
+    `movie` is the IMDB title id that line `review_id` of `{split}/urls_{label}.txt` links to, or
+    null where that line is missing or names no title.
     """
-    rows = []
+    rows, urls = [], {}
     try:
         with tarfile.open(archive, "r|gz") as tar:
             for member in progress(tar, desc="read reviews", unit=" files"):
+                if not member.isreg():
+                    continue
+                if urls_match := URLS_MEMBER.match(member.name):
+                    lines = tar.extractfile(member).read().decode("utf-8").splitlines()
+                    urls[urls_match["split"], int(urls_match["label"] == "pos")] = lines
+                    continue
                 match = REVIEW_MEMBER.match(member.name)
-                if match is None or not member.isreg():
+                if match is None:
                     continue
                 text = tar.extractfile(member).read().decode("utf-8")
                 rows.append(
@@ -153,10 +165,20 @@ def read_reviews(archive: Path) -> pd.DataFrame:
         raise UserError(
             f"archive {archive.name} has no labelled reviews (aclImdb/{{train,test}}/{{pos,neg}})"
         )
-    frame = pd.DataFrame(rows, columns=COLUMNS).astype(
+    frame = pd.DataFrame(rows, columns=COLUMNS[:-1]).astype(
         {"review_id": "int32", "rating": "int8", "label": "int8"}
     )
+    keys = zip(frame["split"], frame["label"], frame["review_id"], strict=True)
+    frame["movie"] = pd.array(
+        [_movie(urls.get((split, label), []), review_id) for split, label, review_id in keys],
+        dtype="string",
+    )
     return frame.sort_values(["split", "label", "review_id"], ignore_index=True)
+
+
+def _movie(lines: list[str], review_id: int) -> str | None:
+    found = MOVIE_ID.search(lines[review_id]) if review_id < len(lines) else None
+    return found[1] if found else None
 
 
 @exit_on_user_error

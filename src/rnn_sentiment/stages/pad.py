@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from rnn_sentiment import params as params_lib
@@ -42,7 +43,8 @@ def pad_sequences(
 
 
 def run(params: PadParams, tokens: dict[str, pa.Table]) -> dict[str, dict[str, np.ndarray]]:
-    """Return `{split: {"ids", "lengths", "labels"}}` arrays for each split's token table."""
+    """Return `{split: {"ids", "lengths", "labels", "groups"}}` arrays for each split's token
+    table; `groups` numbers the movies, so a validation split can keep each movie on one side."""
     padded = {}
     for split, table in tokens.items():
         column = table.column("ids").combine_chunks()
@@ -50,8 +52,20 @@ def run(params: PadParams, tokens: dict[str, pa.Table]) -> dict[str, dict[str, n
         offsets = column.offsets.to_numpy()
         ids, lengths = pad_sequences(values, offsets, params)
         labels = table.column("label").to_numpy().astype(np.int8)
-        padded[split] = {"ids": ids, "lengths": lengths, "labels": labels}
+        padded[split] = {"ids": ids, "lengths": lengths, "labels": labels, "groups": groups(table)}
     return padded
+
+
+def groups(table: pa.Table) -> np.ndarray:
+    """A movie number per row; a row of unknown movie (or a table without movies) is its own."""
+    rows = np.arange(table.num_rows, dtype=np.int32)
+    if "movie" not in table.column_names:
+        return rows
+    movies = table.column("movie").to_pandas()
+    codes = pd.factorize(movies)[0].astype(np.int32)  # -1 where the movie is unknown
+    unknown = codes < 0
+    codes[unknown] = codes.max(initial=-1) + 1 + rows[: unknown.sum()]
+    return codes
 
 
 @exit_on_user_error

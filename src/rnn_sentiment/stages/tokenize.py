@@ -24,8 +24,10 @@ SPLITS = ("train", "test")
 
 
 def run(params: TokenizeParams, reviews: pa.Table) -> tuple[Tokenizer, dict[str, pa.Table]]:
-    """Fit the tokenizer on train reviews; return it and a review_id/label/ids table per split."""
-    frame = reviews.select(["split", "review_id", "label", "text"]).to_pandas()
+    """Fit the tokenizer on train reviews; return it and a review_id/label/movie/ids table per
+    split (`movie` only where the reviews table has it)."""
+    kept = [c for c in ("review_id", "label", "movie") if c in reviews.column_names]
+    frame = reviews.select(["split", "text", *kept]).to_pandas()
     missing = [split for split in SPLITS if not (frame["split"] == split).any()]
     if missing:
         raise UserError(f"the reviews table has no {' or '.join(missing)} rows: check the archive")
@@ -35,11 +37,8 @@ def run(params: TokenizeParams, reviews: pa.Table) -> tuple[Tokenizer, dict[str,
     for split in SPLITS:
         rows = frame[frame["split"] == split]
         tables[split] = pa.table(
-            {
-                "review_id": pa.array(rows["review_id"].to_numpy()),
-                "label": pa.array(rows["label"].to_numpy()),
-                "ids": _list_array(text.encode(tokenizer, rows["text"].tolist())),
-            }
+            {column: pa.array(rows[column]) for column in kept}
+            | {"ids": _list_array(text.encode(tokenizer, rows["text"].tolist()))}
         )
     return tokenizer, tables
 

@@ -1,8 +1,9 @@
 """train stage: fit the recurrent model on the train split, select the best epoch on validation.
 
-The validation split is carved from train (stratified, seeded): the test split is never looked at
-here. Outputs the checkpoint and the tokenizer it needs (`models/`, enough to serve), the training
-metrics and the per-epoch curve, and one MLflow run holding all of it plus the pyfunc model.
+The validation split is carved from train (stratified, seeded, whole movies): the test split is
+never looked at here. Outputs the checkpoint and the tokenizer it needs (`models/`, enough to
+serve), the training metrics and the per-epoch curve, and one MLflow run holding all of it plus
+the pyfunc model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold
 
 from rnn_sentiment import checkpoint
 from rnn_sentiment import params as params_lib
@@ -53,16 +54,26 @@ class TrainResult:
 
 
 def split_validation(
-    ids: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+    ids: np.ndarray, labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[Split, Split]:
-    """A stratified, seeded train/validation split of the training rows."""
+    """A stratified, seeded train/validation split of the training rows that keeps each movie
+    (`groups`) on one side, as the official train/test split does. A random split would put
+    reviews of one film on both sides and overrate the model by what it learns of that film.
+
+    The validation split is one fold of round(1 / val_fraction), so about `val_fraction` of rows.
+    """
+    folds = max(2, round(1 / val_fraction))
     if len(np.unique(labels)) < 2 or min(np.bincount(labels)) < 2:
         raise UserError(
             "the train split needs at least 2 reviews of each label to carve a validation split"
         )
-    train_idx, val_idx = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, stratify=labels, random_state=seed
-    )
+    if len(np.unique(groups)) < folds:
+        raise UserError(
+            f"the train split holds {len(np.unique(groups))} movies, too few to hold out "
+            f"1/{folds} of them: raise train.val_fraction or use more reviews"
+        )
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    train_idx, val_idx = next(splitter.split(ids, labels, groups))
     return Split.from_arrays(ids[train_idx], labels[train_idx]), Split.from_arrays(
         ids[val_idx], labels[val_idx]
     )
@@ -82,7 +93,9 @@ def run(
         config = ModelConfig(vocab_size=vocab_size, **params.model.model_dump())
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
-    train, val = split_validation(arrays["ids"], arrays["labels"], params.val_fraction, seed)
+    train, val = split_validation(
+        arrays["ids"], arrays["labels"], arrays["groups"], params.val_fraction, seed
+    )
     model = build(config)
     model.learn_ngrams(train.ids)
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
