@@ -50,6 +50,7 @@ def test_deep_configuration_runs_in_training_mode(cell: str) -> None:
         bidirectional=True,
         dropout=0.3,
         embedding_dropout=0.2,
+        word_dropout=0.1,
         input_layers=[10, 7],
         head_layers=(5,),
         pooling="mean_max",
@@ -85,6 +86,20 @@ def test_a_mixed_batch_gives_each_row_its_own_logit(
         alone = torch.cat([model(torch.tensor([review])) for review in REVIEWS])
     # Padding inside a row (the third) is dropped too: the tokens are read in order.
     torch.testing.assert_close(batched, alone, rtol=0, atol=1e-6)
+
+
+def test_word_dropout_drops_whole_tokens_in_training_only() -> None:
+    model = make_model(word_dropout=0.5, cell="gru", pooling="mean")
+    steps = []
+    model.word_dropout.register_forward_hook(lambda module, args, out: steps.append(out))
+    ids = torch.randint(2, 50, (4, 200))
+    model.train()(ids)
+    dropped = (steps[-1] == 0).all(-1)  # [B, S]: every feature of the step is zero
+    assert 0.4 < dropped.float().mean() < 0.6
+    kept = steps[-1][~dropped]
+    torch.testing.assert_close(kept, 2 * model.embedding(ids)[~dropped])  # rescaled by 1/(1-p)
+    model.eval()(ids)
+    torch.testing.assert_close(steps[-1], model.embedding(ids))
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -134,6 +149,7 @@ def test_gradients_reach_the_embedding_and_the_recurrent_weights(cell: str) -> N
         ({"num_layers": True}, r"num_layers must be an integer"),
         ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\); got 1.0"),
         ({"embedding_dropout": -0.1}, r"embedding_dropout must be a number in \[0, 1\)"),
+        ({"word_dropout": 1}, r"word_dropout must be a number in \[0, 1\); got 1"),
         ({"pooling": "attention"}, r"pooling must be one of last, mean, max, mean_max"),
         ({"input_layers": [8, 0]}, r"input_layers must be a list of integers >= 1"),
         ({"head_layers": 16}, r"head_layers must be a list of integers >= 1"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rnn_sentiment import params
 from rnn_sentiment.errors import UserError
@@ -51,6 +52,13 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     broken.write_text("pad: [unclosed\n", encoding="utf-8")
     with pytest.raises(UserError, match="not valid YAML"):
         params.load(broken)
+
+
+def test_every_param_is_declared_by_a_stage() -> None:
+    """A key no stage declares would change the results without `dvc repro` noticing."""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    declared = {key for stage in pipeline["stages"].values() for key in stage.get("params", [])}
+    assert set(params.flatten(params.load(REPO / "params.yaml"))) - declared == set()
 
 
 def test_flatten_uses_dotted_keys() -> None:

@@ -43,6 +43,7 @@ class ModelConfig:
     bigrams: int = 0  # word pairs with their own embedding, the most frequent in training
     trigrams: int = 0  # word triples likewise
     embedding_dropout: float = 0.0
+    word_dropout: float = 0.0  # chance that a whole token (word and n-gram vectors) is dropped
     input_layers: tuple[int, ...] = ()  # Linear+ReLU sizes before the recurrence
     cell: Cell = "rnn"
     hidden_dim: int = 256
@@ -62,7 +63,7 @@ class ModelConfig:
             _check_int(name, getattr(self, name), 0)
         if self.trigrams and self.vocab_size**3 > _NO_NGRAM:
             raise ValueError(f"trigrams need a vocab_size below 2097152; got {self.vocab_size}")
-        for name in ("embedding_dropout", "dropout"):
+        for name in ("embedding_dropout", "word_dropout", "dropout"):
             _check_probability(name, getattr(self, name))
         for name in ("input_layers", "head_layers"):
             sizes = getattr(self, name)
@@ -192,6 +193,9 @@ class SentimentRNN(nn.Module):
             }
         )
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        # Drops whole steps of [B, S, E]: a review must still read right without any one phrase,
+        # so the model cannot lean on the names and titles that mark a film in training.
+        self.word_dropout = nn.Dropout1d(config.word_dropout)
         self.input_mlp, in_dim = _mlp(config.embedding_dim, config.input_layers)
         # One single-layer unidirectional module per layer and direction: directions meet between
         # layers, so a multi-layer or bidirectional torch module cannot be used on aligned rows.
@@ -225,7 +229,7 @@ class SentimentRNN(nn.Module):
         x = self.embedding(ids)  # [B, S, E]
         for ngrams in self.ngrams.values():
             x = x + ngrams(ids)
-        x = self.input_mlp(self.embedding_dropout(x))  # [B, S, E or I]
+        x = self.input_mlp(self.embedding_dropout(self.word_dropout(x)))  # [B, S, E or I]
         for depth, directions in enumerate(self.recurrent):
             if depth:
                 x = self.dropout(x)

@@ -69,6 +69,7 @@ class ModelParams(_Block):
     bigrams: int = Field(0, ge=0)
     trigrams: int = Field(0, ge=0)
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
+    word_dropout: float = Field(0.0, ge=0, lt=1)
     input_layers: tuple[int, ...] = ()
     hidden_dim: int = Field(256, ge=1)
     num_layers: int = Field(1, ge=1)
@@ -90,7 +91,10 @@ class TrainParams(_Block):
     clip_grad_norm: float | None = Field(1.0, gt=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     patience: int = Field(2, ge=1)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     bucket_by_length: bool = True
+    # bfloat16: mixed precision (autocast) for training and validation, weights kept in float32.
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 class EvaluateParams(_Block):

@@ -6,10 +6,11 @@ can be driven from the train stage, a benchmark or a test alike.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -69,6 +70,15 @@ def choose_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@contextlib.contextmanager
+def precision(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """Run the block in `dtype`: float32 as is, bfloat16 as mixed precision (autocast), where
+    matrix products and recurrences compute in bfloat16 and the weights stay float32. On a CPU with
+    native bfloat16 (AVX512-BF16, AMX) that trains an LSTM about 1.4x faster."""
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        yield
+
+
 def batches(
     lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, bucket: bool
 ) -> list[np.ndarray]:
@@ -101,9 +111,11 @@ def train_one_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     clip_grad_norm: float | None,
+    dtype: torch.dtype = torch.float32,
     description: str = "train",
 ) -> tuple[float, float]:
-    """One pass over `index_batches`; returns the mean loss and the accuracy on the fly."""
+    """One pass over `index_batches` in `dtype` (see `precision`); returns the mean loss and the
+    accuracy on the fly."""
     model.train()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total_loss, correct = 0.0, 0
@@ -112,7 +124,8 @@ def train_one_epoch(
         ids = data.ids[index].to(device)
         labels = data.labels[index].to(device)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(ids)  # [B], or [M, B]: each member of an ensemble learns from its own loss
+        with precision(dtype, device):
+            logits = model(ids).float()  # [B], or [M, B]: each ensemble member has its own loss
         members = logits.numel() // len(index)
         loss = loss_fn(logits, labels.expand_as(logits)) / members  # summed over the batch
         (loss / len(index)).backward()
@@ -129,34 +142,45 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, ids: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module,
+    ids: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Logits for every row of `ids`, in order (batched by length for speed)."""
     model.eval()
     lengths = (ids != PAD_ID).sum(1).numpy()
     logits = np.empty(len(ids), dtype=np.float32)
     for index in batches(lengths, batch_size, rng=None, bucket=True):
-        logits[index] = model(ids[index].to(device)).float().cpu().numpy()
+        with precision(dtype, device):
+            logits[index] = model(ids[index].to(device)).float().cpu().numpy()
     return logits
 
 
 def evaluate_split(
-    model: nn.Module, data: Split, batch_size: int, device: torch.device
+    model: nn.Module,
+    data: Split,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[float, float]:
     """Mean BCE loss and accuracy of `model` on `data`."""
-    logits = torch.from_numpy(predict_logits(model, data.ids, batch_size, device))
+    logits = torch.from_numpy(predict_logits(model, data.ids, batch_size, device, dtype))
     loss = nn.functional.binary_cross_entropy_with_logits(logits, data.labels).item()
     accuracy = ((logits > 0) == (data.labels > 0.5)).float().mean().item()
     return loss, accuracy
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    """The optimizer `params` names. Adam runs fused (one kernel over all weights): the update of
+    large embedding tables would otherwise take a sixth of each step on a CPU."""
     if params.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=params.lr, momentum=0.9, weight_decay=params.weight_decay
         )
     optimizer = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
 
 
 def make_schedule(
@@ -179,7 +203,8 @@ def fit(
     device: torch.device,
     on_epoch: Callable[[EpochStats], None] = lambda stats: None,
 ) -> tuple[list[EpochStats], int]:
-    """Train with early stopping; load the best epoch's weights (lowest validation loss) back.
+    """Train with early stopping; load the best epoch's weights back: the lowest validation loss,
+    or with `params.monitor: val_accuracy` the highest validation accuracy.
 
     Returns the per-epoch statistics and the best epoch (1-based).
     """
@@ -190,7 +215,8 @@ def fit(
     steps_per_epoch = -(-len(train) // params.batch_size)
     schedule = make_schedule(optimizer, params, steps_per_epoch)
     history: list[EpochStats] = []
-    best_loss, best_epoch, best_state = float("inf"), 0, None
+    dtype = getattr(torch, params.precision)
+    best_score, best_epoch, best_state = float("inf"), 0, None
     for epoch in progress(range(1, params.epochs + 1), desc="epochs", unit="epoch"):
         start = time.perf_counter()
         index_batches = batches(lengths, params.batch_size, rng, params.bucket_by_length)
@@ -202,16 +228,18 @@ def fit(
             schedule,
             device,
             params.clip_grad_norm,
+            dtype,
             f"epoch {epoch}",
         )
-        val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device)
+        val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device, dtype)
         stats = EpochStats(
             epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start
         )
         history.append(stats)
         on_epoch(stats)
-        if val_loss < best_loss or best_state is None:  # a NaN loss still leaves a state
-            best_loss, best_epoch = val_loss, epoch
+        score = val_loss if params.monitor == "val_loss" else -val_acc  # lower is better
+        if score < best_score or best_state is None:  # a NaN loss still leaves a state
+            best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= params.patience:
             break

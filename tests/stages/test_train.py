@@ -124,3 +124,14 @@ def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
     test = Split.from_arrays(held_out["ids"], held_out["labels"])
     logits = predict_logits(result.model, test.ids, 64, torch.device("cpu"))
     assert ((logits > 0) == (test.labels.numpy() > 0.5)).mean() >= 0.9
+
+
+def test_mixed_precision_learns_and_repeats(data) -> None:
+    arrays, vocab_size, _ = data
+    model = TINY.model.model_copy(update={"cell": "lstm"})
+    params = TINY.model_copy(update={"model": model, "epochs": 4, "precision": "bfloat16"})
+    first = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    second = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    assert first.metrics["best_val_accuracy"] >= 0.9
+    assert first.history[0].train_loss == second.history[0].train_loss
+    assert first.history[-1].val_loss == second.history[-1].val_loss

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rnn_sentiment import training
+from rnn_sentiment.errors import UserError
+from rnn_sentiment.params import TrainParams, parse
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "expected"), [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)]
+)
+def test_precision_runs_matrix_products_in_the_dtype_named(dtype, expected) -> None:
+    layer = nn.Linear(4, 3)
+    with training.precision(dtype, CPU):
+        out = layer(torch.ones(2, 4))
+    assert out.dtype == expected
+    assert layer.weight.dtype == torch.float32  # mixed precision: weights stay float32
+
+
+def test_adam_runs_fused_and_sgd_is_left_alone() -> None:
+    model = nn.Linear(4, 1)
+    assert training.make_optimizer(model, TrainParams()).defaults["fused"] is True
+    assert training.make_optimizer(model, TrainParams(optimizer="adamw")).defaults["fused"]
+    sgd = training.make_optimizer(model, TrainParams(optimizer="sgd"))
+    assert isinstance(sgd, torch.optim.SGD)
+
+
+@pytest.mark.parametrize(("monitor", "best"), [("val_loss", 2), ("val_accuracy", 3)])
+def test_the_monitored_value_picks_the_epoch_kept(monkeypatch, monitor: str, best: int) -> None:
+    # Validation (loss, accuracy) per epoch: loss is lowest at epoch 2, accuracy highest at 3.
+    scripted = iter([(0.5, 0.80), (0.4, 0.85), (0.45, 0.90), (0.6, 0.70), (0.7, 0.6)])
+    monkeypatch.setattr(training, "evaluate_split", lambda *args: next(scripted))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 1), nn.Flatten(0))  # one logit per one-token row
+    data = training.Split(torch.arange(2, 10).unsqueeze(1), torch.ones(8))
+    weights = []
+    params = TrainParams(epochs=5, patience=2, batch_size=4, monitor=monitor)
+    history, best_epoch = training.fit(
+        model, data, data, params, 0, CPU, lambda stats: weights.append(model[0].weight.clone())
+    )
+    assert best_epoch == best
+    assert len(history) == best + 2  # stopped after `patience` epochs without improvement
+    torch.testing.assert_close(model[0].weight, weights[best - 1])
+
+
+def test_an_unknown_precision_is_refused_by_name() -> None:
+    with pytest.raises(
+        UserError, match=r"train\.precision: Input should be 'float32' or 'bfloat16'"
+    ):
+        parse({"train": {"precision": "float16"}})
