@@ -10,12 +10,15 @@ own MLflow store, so the project's own outputs, cache and store are left alone. 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,11 +52,14 @@ def main() -> int:
             rows.append((f"cold `{stage}`", timed(repo, "repro", "--single-item", stage)))
         rows.append(("cold total", sum(seconds for _, seconds in rows)))
         rows.append(("no-op `dvc repro`", timed(repo, "repro")))
+        paths = yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["vars"][0]["paths"]
+        metrics = json.loads((repo / paths["eval_metrics"]).read_text(encoding="utf-8"))
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"preset {args.preset}\n| step | wall time |\n|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.1f} s |")
     print(f"| peak memory of a stage | {peak:,.0f} MB |")
+    print(f"| test accuracy (`{paths['eval_metrics']}`) | {metrics['accuracy']:.2%} |")
     return 0
 
 

@@ -10,7 +10,7 @@ from rnn_sentiment.params import Params
 def test_presets_override_only_their_keys() -> None:
     best = presets.apply(Params(), "best")
     assert best.train.model.bidirectional is True
-    assert best.pad.maxlen == 400
+    assert best.pad.maxlen == 1000
     assert best.train.optimizer == Params().train.optimizer
     assert presets.apply(Params(), "default") == Params()
 
