@@ -1,4 +1,5 @@
-"""Fail when dvc.lock is out of date with dvc.yaml, params.yaml or the code the stages run.
+"""Fail when dvc.lock is out of date with dvc.yaml, params.yaml or the code the stages run, or
+when dvc.yaml declares other code than each stage imports (`code_deps.py`).
 
 Needs no data: it compares what dvc.lock recorded (commands, param values, code checksums) with
 what the repository holds now, so CI can tell that someone changed a stage or a param and forgot
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from code_deps import problems as code_dep_problems
 
 VAR = re.compile(r"\$\{([\w.]+)\}")
 
@@ -51,9 +53,12 @@ def problems(root: Path) -> list[str]:
         if " ".join(render(stage["cmd"], variables).split()) != " ".join(locked["cmd"].split()):
             found.append(f"{name}: command changed")
         recorded = locked.get("params", {}).get("params.yaml", {})
-        if set(stage.get("params", [])) != set(recorded):
+        keys = [key for key in stage.get("params", []) if isinstance(key, str)]
+        if keys and set(keys) != set(recorded):
             found.append(f"{name}: declared params differ from the locked ones")
-        for key, value in recorded.items():
+        if not keys and recorded and recorded != params:  # `- params.yaml:` tracks the whole file
+            found.append(f"{name}: params.yaml changed since the lock")
+        for key, value in recorded.items() if keys else ():
             if dotted(params, key) != value:
                 found.append(f"{name}: {key} is {dotted(params, key)!r}, locked {value!r}")
         for dep in locked.get("deps", []):
@@ -65,7 +70,8 @@ def problems(root: Path) -> list[str]:
 
 
 def main() -> int:
-    found = problems(Path(__file__).resolve().parents[1])
+    root = Path(__file__).resolve().parents[1]
+    found = code_dep_problems(root) + problems(root)
     for problem in found:
         print(f"dvc.lock is stale: {problem}", file=sys.stderr)
     if found:

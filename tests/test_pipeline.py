@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,7 @@ def pipeline_repo(tmp_path: Path) -> Path:
 
 def test_repro_reruns_only_what_a_change_touches(pipeline_repo: Path) -> None:
     repo = pipeline_repo
-    assert repro(repo) == ["download", "tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "download", "tokenize", "pad", "train", "evaluate"]
     assert len(pd.read_parquet(repo / "data/raw/reviews.parquet")) == 48
     assert np.load(repo / "data/padded/train.npz")["ids"].shape == (24, 24)
     assert 0 <= json.loads((repo / "metrics/eval.json").read_text())["accuracy"] <= 1
@@ -29,17 +34,17 @@ def test_repro_reruns_only_what_a_change_touches(pipeline_repo: Path) -> None:
     assert repro(repo) == []
 
     set_params(repo, **{"train.lr": 0.02})
-    assert repro(repo) == ["train", "evaluate"]
+    assert repro(repo) == ["validate", "train", "evaluate"]
 
     set_params(repo, **{"evaluate.threshold": 0.6})
-    assert repro(repo) == ["evaluate"]
+    assert repro(repo) == ["validate", "evaluate"]
 
     set_params(repo, **{"pad.maxlen": 8})
-    assert repro(repo) == ["pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "pad", "train", "evaluate"]
     assert np.load(repo / "data/padded/test.npz")["ids"].shape == (24, 8)
 
     set_params(repo, **{"tokenize.max_features": 5})
-    assert repro(repo) == ["tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "tokenize", "pad", "train", "evaluate"]
     assert np.load(repo / "data/padded/train.npz")["ids"].max() <= 6
 
     check_mlflow_store(expected_trainings=4)
@@ -79,3 +84,59 @@ def test_each_experiment_is_its_own_tagged_mlflow_run(pipeline_repo: Path) -> No
     assert by_name["lr-high"].data.params["train.lr"] == "0.02"
     assert by_name["lr-low"].data.params["train.lr"] == "0.001"
     assert "lr-high" in dvc(repo, "exp", "show", "--no-pager", "--csv")
+
+
+def _stage_processes(repo: Path, stage: str) -> list[int]:
+    """Pids of `python -m rnn_sentiment.stages.STAGE` processes working in `repo`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        if f"rnn_sentiment.stages.{stage}".encode() in cmdline and cwd == repo.resolve():
+            found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_to_dvc_leaves_no_training_behind(pipeline_repo: Path) -> None:
+    """What a CI runner's timeout does: SIGTERM to `dvc` alone. The training must not run on as an
+    orphan that later overwrites the outputs of another `dvc repro`."""
+    repo = pipeline_repo
+    set_params(repo, **{"train.epochs": 100_000, "train.patience": 100_000})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    dvc_process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _stage_processes(repo, "train") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stage_processes(repo, "train"), "the train stage never started"
+        time.sleep(1)  # into the epochs
+        dvc_process.send_signal(signal.SIGTERM)
+        dvc_process.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while _stage_processes(repo, "train") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _stage_processes(repo, "train") == [], "the training outlived dvc"
+        assert not (repo / "models").exists()
+    finally:
+        dvc_process.kill()
+        for pid in _stage_processes(repo, "train"):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_an_unknown_key_stops_the_pipeline(pipeline_repo: Path) -> None:
+    """A typo in params.yaml is declared by no stage that reads it: the validate stage, which
+    depends on the whole file, must stop `dvc repro` with a line naming the key."""
+    repo = pipeline_repo
+    assert "validate" in repro(repo)
+    set_params(repo, **{"train.learning_rate": 0.01})
+    with pytest.raises(AssertionError, match=r"unknown key 'train\.learning_rate'"):
+        repro(repo)

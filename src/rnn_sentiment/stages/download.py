@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, write_parquet
+from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import DownloadParams, Source
 from rnn_sentiment.progress import progress
 
@@ -181,7 +182,7 @@ def _movie(lines: list[str], review_id: int) -> str | None:
     return found[1] if found else None
 
 
-@exit_on_user_error
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=params_lib.PARAMS_FILE)

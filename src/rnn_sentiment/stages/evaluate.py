@@ -19,8 +19,8 @@ from sklearn import metrics as skm
 
 from rnn_sentiment import checkpoint
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, require_file, write_json
+from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import EvaluateParams
 from rnn_sentiment.stages.train import RUN_FILE
 from rnn_sentiment.training import choose_device, predict_logits
@@ -116,7 +116,7 @@ def run(
     )
 
 
-@exit_on_user_error
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=params_lib.PARAMS_FILE)

@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import exit_on_user_error
 from rnn_sentiment.files import read_parquet, write_npz
+from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import PadParams
 from rnn_sentiment.text import PAD_ID
 
@@ -68,7 +68,7 @@ def groups(table: pa.Table) -> np.ndarray:
     return codes
 
 
-@exit_on_user_error
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=params_lib.PARAMS_FILE)

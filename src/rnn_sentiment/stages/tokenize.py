@@ -16,8 +16,9 @@ from tokenizers import Tokenizer
 
 from rnn_sentiment import params as params_lib
 from rnn_sentiment import text
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_parquet, write_parquet
+from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import TokenizeParams
 
 SPLITS = ("train", "test")
@@ -52,7 +53,7 @@ def _list_array(ids: list[list[int]]) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
-@exit_on_user_error
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=params_lib.PARAMS_FILE)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +20,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from rnn_sentiment import checkpoint
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_npz, write_json
+from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
@@ -102,7 +101,7 @@ def run(
     return TrainResult(model, history, best_epoch)
 
 
-@exit_on_user_error
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default=params_lib.PARAMS_FILE)
@@ -118,9 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
     device = choose_device()
-    # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
-    # closed as failed instead of staying "running" forever.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tracking.training_run(tracked_params(params)) as run_id:
         result = run(
             params.train,
