@@ -12,7 +12,7 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError, exit_on_user_error, reason
 from rnn_sentiment.files import atomic_path
 from rnn_sentiment.serving import Precision, Scorer, load_scorer, validate
 
@@ -57,8 +57,7 @@ def read_reviews(path: Path) -> pd.DataFrame:
     try:
         frame = reader(path)
     except (ValueError, OSError) as err:  # parse errors, bad encoding, not Parquet
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"--file {path}: cannot read it ({reason})") from None
+        raise UserError(f"--file {path}: cannot read it ({reason(err)})") from None
     if "text" not in frame.columns:
         columns = ", ".join(map(str, frame.columns)) or "none"
         raise UserError(f"--file {path}: no `text` column (columns: {columns}); name it `text`")

@@ -96,6 +96,9 @@ class Predictor:
         if not tokenizer_path.is_file():
             raise UserError(f"no tokenizer at {tokenizer_path}: run `dvc repro` to produce it")
         tokenizer = text.load(str(tokenizer_path))
+        text.check_vocab_size(
+            tokenizer, trained.model.config.vocab_size, tokenizer_path, model_path
+        )
         return cls(trained.model, tokenizer, trained.pad, threshold, precision)
 
     @classmethod

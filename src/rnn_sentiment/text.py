@@ -9,12 +9,16 @@ tokens, so a review that contains the literal text `<pad>` cannot produce id 0.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
 
+from rnn_sentiment.errors import UserError, reason
+from rnn_sentiment.files import require_file
 from rnn_sentiment.params import TokenizeParams
 
 PAD_ID = 0
@@ -63,6 +67,44 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return [enc.ids for enc in tokenizer.encode_batch_fast(list(texts))]
 
 
-def load(path: str) -> Tokenizer:
+def load(path: str | os.PathLike[str]) -> Tokenizer:
     """Load a tokenizer saved by the tokenize stage."""
-    return Tokenizer.from_file(path)
+    require_file(path)
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # `tokenizers` raises a bare Exception for any file it cannot parse
+        raise UserError(
+            f"{path} is not a tokenizer the tokenize stage wrote ({reason(err)}): run `dvc repro` "
+            "to rebuild it"
+        ) from None
+
+
+def check_vocab_size(
+    tokenizer: Tokenizer,
+    vocab_size: int,
+    tokenizer_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+) -> None:
+    """Refuse a tokenizer whose ids do not match the model's embedding rows: a larger one would
+    fail on the first rare word (index out of range), a smaller one would score silently wrong."""
+    if tokenizer.get_vocab_size() != vocab_size:
+        raise UserError(
+            f"tokenizer {tokenizer_path} has {tokenizer.get_vocab_size()} ids but model "
+            f"{model_path} was trained on {vocab_size}: use the tokenizer.json saved beside the "
+            "model, or retrain both with `dvc repro`"
+        )
+
+
+def check_ids(
+    ids: np.ndarray,
+    vocab_size: int,
+    ids_path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str],
+) -> None:
+    """Refuse token ids outside the tokenizer's vocabulary: they come from another tokenizer, and
+    would fail deep inside the model's embedding (index out of range) rather than here."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise UserError(
+            f"{ids_path} holds token ids up to {ids.max()} but tokenizer {tokenizer_path} has "
+            f"{vocab_size}: they come from different tokenize runs; run `dvc repro` to rebuild both"
+        )

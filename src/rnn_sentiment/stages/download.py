@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError, exit_on_user_error, reason
 from rnn_sentiment.files import atomic_path, write_parquet
 from rnn_sentiment.params import DownloadParams, Source
 from rnn_sentiment.progress import progress
@@ -167,8 +167,8 @@ def read_reviews(archive: Path) -> pd.DataFrame:
                 pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise UserError(
-            f"archive {archive} is truncated or corrupt ({err}): fetch an intact copy and give "
-            "its sha256 (download.url, download.sha256)"
+            f"archive {archive} is truncated or corrupt ({reason(err)}): fetch an intact copy and "
+            "give its sha256 (download.url, download.sha256)"
         ) from None
     except UnicodeDecodeError:
         raise UserError(
