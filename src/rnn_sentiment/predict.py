@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
@@ -47,6 +48,24 @@ def _suffix(path: Path, allowed: dict[str, object], option: str) -> str:
         *others, last = allowed
         raise UserError(f"{option} {path}: use a {', '.join(others)} or {last} file")
     return suffix
+
+
+def check_output(path: Path) -> None:
+    """Refuse an `--output` that cannot be written, before the model loads: found only when the
+    predictions are written, the mistake would cost the scoring of every review."""
+    _suffix(path, WRITERS, "--output")
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder: name a file, such as {path / 'scores.csv'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: no folder {path.parent}: create it or name another")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"--output {path}: cannot write in {path.parent} ({err.strerror or reason(err)}): "
+            "name a folder you can write to"
+        ) from None
 
 
 def read_reviews(path: Path) -> pd.DataFrame:
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reviews and not args.file:
         raise UserError('nothing to predict: give reviews ("A fine film.") or --file PATH')
     if args.output:
-        _suffix(args.output, WRITERS, "--output")
+        check_output(args.output)
     frame, blank = _file_rows(args.file) if args.file else _argument_rows(args.reviews)
     scored = score_rows(load_scorer(args.model, args.precision), frame, blank)
     if blank:
