@@ -10,7 +10,9 @@ tokens, so a review that contains the literal text `<pad>` cannot produce id 0.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
@@ -28,6 +30,19 @@ UNK_ID = 1
 PAD_TOKEN = " <pad>"
 UNK_TOKEN = " <unk>"
 HTML_TAG = r"<\s*/?\s*[a-zA-Z][^>]*>"
+
+# Where a long text may be cut without changing the tokens on the kept side (`encode_kept`): at
+# whitespace that every tokenizer step treats as such, where no HTML tag can be open. Unicode
+# normalisation (NFKC) makes `<` and `>` of the characters in TAG_OPENERS and TAG_CLOSERS (those
+# whose decomposition holds them; tests/test_text.py derives both from `unicodedata`), and those
+# of TAG_ENDS always end as a `>` when an ASCII character follows (`≯` does not).
+CUT_SPACES = "\t\n\v\f\r "
+TAG_OPENERS = "<\u226e\ufe64\uff1c"
+TAG_CLOSERS = ">\u226f\ufe65\uff1e"
+TAG_ENDS = ">\ufe65\uff1e"
+_CUT_EVENTS = re.compile(f"[{TAG_OPENERS}]|[{TAG_ENDS}](?=[\\x00-\\x7f])|[{CUT_SPACES}]")
+WINDOW_CHARS_PER_TOKEN = 8  # the first window's width per kept token, widened 4-fold as needed
+MAX_WINDOW_CHARS = 1 << 20  # text beyond this is never tokenized, whatever it holds
 
 
 def _empty_tokenizer(params: TokenizeParams, vocab: dict[str, int]) -> Tokenizer:
@@ -65,6 +80,82 @@ def fit(texts: Sequence[str], params: TokenizeParams) -> Tokenizer:
 def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text (encoded in parallel in Rust, without offsets)."""
     return [enc.ids for enc in tokenizer.encode_batch_fast(list(texts))]
+
+
+def encode_kept(
+    tokenizer: Tokenizer, texts: Sequence[str], keep: int, truncating: Literal["pre", "post"]
+) -> list[list[int]]:
+    """The token ids of each text that padding to `keep` tokens keeps (its last `keep` ids for
+    `truncating="pre"`, its first for "post"), tokenizing only about as much text as they need.
+
+    A text of more than `WINDOW_CHARS_PER_TOKEN * keep` characters is tokenized from a window at
+    its kept end, widened 4-fold (up to MAX_WINDOW_CHARS) until it yields `keep` tokens. The
+    window is cut at whitespace outside any HTML tag (`_tail_start`, `_head_end`), where the
+    tokens on its side are exactly those of the whole text.
+
+    Guarantee, for a tokenizer made by `fit`: the result equals `encode`'s ids cut to `keep`,
+    for every text whose kept-end MAX_WINDOW_CHARS characters yield `keep` tokens after such a
+    cut (any prose does). Otherwise (say, a megabyte without a space) it is the tokens of those
+    MAX_WINDOW_CHARS characters alone, from the cut if there is one. Either way no more than
+    MAX_WINDOW_CHARS characters of a text are ever tokenized, however long it is.
+    """
+    kept: list[list[int]] = [[] for _ in texts]
+    pending = list(range(len(texts)))
+    chars = min(WINDOW_CHARS_PER_TOKEN * keep, MAX_WINDOW_CHARS)
+    while pending:
+        last_round = chars >= MAX_WINDOW_CHARS
+        windows = [_window(texts[i], chars, truncating, last_round) for i in pending]
+        widen = []
+        for i, ids in zip(pending, encode(tokenizer, windows), strict=True):
+            if len(ids) >= keep or len(texts[i]) <= chars or last_round:
+                kept[i] = ids[-keep:] if truncating == "pre" else ids[:keep]
+            else:
+                widen.append(i)
+        pending, chars = widen, min(chars * 4, MAX_WINDOW_CHARS)
+    return kept
+
+
+def _window(text: str, chars: int, truncating: str, last_round: bool) -> str:
+    """`text` itself if at most `chars` long, else its kept end cut where the tokens on that side
+    are the whole text's: empty when no such cut exists, except in the last round."""
+    if len(text) <= chars:
+        return text
+    if truncating == "pre":
+        window = text[-chars:]
+        start = _tail_start(window)
+        return window[start:] if start is not None else (window if last_round else "")
+    window = text[:chars]
+    end = _head_end(window)
+    return window[:end] if end is not None else (window if last_round else "")
+
+
+def _tail_start(window: str) -> int | None:
+    """Where tokenizing `window`, the end of a text, may start: just past whitespace, so no word
+    is split (and NFKC joins nothing across it), where no HTML tag can be open: past a sure tag
+    end with no `<` since, or past the last character that could end a tag."""
+    last_closer = max(window.rfind(char) for char in TAG_CLOSERS)
+    closed = False
+    for event in _CUT_EVENTS.finditer(window):
+        char = event.group()
+        if char in CUT_SPACES:
+            if closed or event.start() > last_closer:
+                return event.end()
+        else:
+            closed = char in TAG_ENDS
+    return None
+
+
+def _head_end(window: str) -> int | None:
+    """Where `window`, the start of a text, may end: at the last whitespace outside any HTML tag
+    (no `<` since the text's start or the last sure tag end), so no word or tag is split."""
+    closed, end = True, None
+    for event in _CUT_EVENTS.finditer(window):
+        char = event.group()
+        if char in CUT_SPACES:
+            end = event.start() if closed else end
+        else:
+            closed = char in TAG_ENDS
+    return end
 
 
 def load(path: str | os.PathLike[str]) -> Tokenizer:
