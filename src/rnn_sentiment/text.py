@@ -4,7 +4,8 @@ Normalisation (Unicode NFKC, HTML tags such as `<br />` removed, lowercase) and 
 (punctuation split from words by `pre_tokenizers.Whitespace`, twice as fast here as a custom
 regex) are saved inside `tokenizer.json`, so serving encodes raw text exactly as training did.
 Ids 0 and 1 are reserved for padding and unknown words; they are not registered as special
-tokens, so a review that contains the literal text `<pad>` cannot produce id 0.
+tokens, so a review that contains the literal text `<pad>` cannot produce id 0. Serving encodes
+only the end of a long review that padding keeps (`encode_kept`), with the same tokens.
 """
 
 from __future__ import annotations
