@@ -8,6 +8,7 @@ tests/test_serving.py checks a trained model through every way in.
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from rnn_sentiment import cli, text
+from rnn_sentiment import predict as predict_module
 from rnn_sentiment.models import ModelConfig, SentimentRNN
 from rnn_sentiment.params import ModelParams, PadParams, Params, TokenizeParams
 from rnn_sentiment.serving import Predictor
@@ -204,6 +206,34 @@ def test_a_mistake_is_one_line_and_exit_code_2(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert not output.exists()
+
+
+def unwritable_output(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """An --output path that cannot be written, and what the error must say about it."""
+    if kind == "missing folder":
+        return tmp_path / "gone" / "out.csv", f"no folder {tmp_path / 'gone'}: create it"
+    if kind == "a folder":
+        (tmp_path / "out.csv").mkdir()
+        return tmp_path / "out.csv", "is a folder: name a file"
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    return tmp_path / "locked" / "out.csv", "cannot write in"
+
+
+@pytest.mark.parametrize("kind", ["missing folder", "a folder", "read-only folder"])
+def test_an_unwritable_output_is_refused_before_the_model_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    def load_scorer(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(predict_module, "load_scorer", load_scorer)
+    output, message = unwritable_output(tmp_path, kind)
+    code, out, err = predict(["--output", str(output), "A fine film."], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: --output {output}") and err.count("\n") == 1, err
+    assert message in err
 
 
 def test_the_console_script_reports_without_a_traceback(tmp_path: Path) -> None:

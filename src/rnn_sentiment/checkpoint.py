@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rnn_sentiment.errors import UserError
+from rnn_sentiment.errors import UserError, reason
 from rnn_sentiment.files import atomic_path
 from rnn_sentiment.models import ModelConfig, Network, build
 from rnn_sentiment.params import PadParams
@@ -41,9 +43,21 @@ def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Ch
     if not path.is_file():
         raise UserError(f"no model at {path}: run `dvc repro` to train one, or pass --model")
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol: it is refused below anyway
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            payload = torch.load(path, map_location=device, weights_only=True)
         model = build(ModelConfig.from_dict(payload["model_config"]))
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise UserError(f"{path} is not a checkpoint of this project ({err}); retrain it") from None
-    return Checkpoint(model.to(device).eval(), PadParams(**payload["pad"]))
+        pad = PadParams(**payload["pad"])
+    except pickle.UnpicklingError:  # not quoted: torch's message suggests weights_only=False
+        raise UserError(
+            f"refused to load {path}: it holds more than tensors and plain settings, and "
+            "unpickling it could run code; retrain with `dvc repro`, and only load checkpoints "
+            "this project wrote"
+        ) from None
+    except (RuntimeError, KeyError, ValueError, TypeError, EOFError) as err:
+        raise UserError(
+            f"{path} is not a checkpoint this project wrote ({reason(err)}): retrain it with "
+            "`dvc repro`"
+        ) from None
+    return Checkpoint(model.to(device).eval(), pad)

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rnn_sentiment.errors import UserError
+from rnn_sentiment.errors import UserError, reason
 
 
 @contextlib.contextmanager
@@ -48,9 +48,22 @@ def write_parquet(table: pd.DataFrame | pa.Table, target: str | os.PathLike[str]
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
-    """Read a stage's Parquet input, saying how to produce it when it is missing."""
-    return pq.read_table(require_file(path), columns=columns)
+def read_parquet(path: str | os.PathLike[str], required: Sequence[str] = ()) -> pa.Table:
+    """Read a stage's Parquet input, saying how to produce it when it is missing, damaged or
+    lacks one of the `required` columns."""
+    try:
+        table = pq.read_table(require_file(path))
+    except (pa.ArrowException, OSError) as err:
+        raise UserError(
+            f"{path} is not a readable Parquet file ({reason(err)}): rebuild it with `dvc repro`"
+        ) from None
+    missing = [f"`{column}`" for column in required if column not in table.column_names]
+    if missing:
+        raise UserError(
+            f"{path} has no {', '.join(missing)} column (its columns: "
+            f"{', '.join(table.column_names) or 'none'}): rebuild it with `dvc repro`"
+        )
+    return table
 
 
 def write_json(data: Any, target: str | os.PathLike[str]) -> None:
@@ -70,9 +83,13 @@ def write_npz(target: str | os.PathLike[str], **arrays: np.ndarray) -> None:
 
 def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Load every array of an `.npz` written by `write_npz` (no pickles)."""
-    require_file(path)
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
+    try:
+        with np.load(require_file(path), allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError) as err:
+        raise UserError(
+            f"{path} is truncated or corrupt ({reason(err)}): rebuild it with `dvc repro`"
+        ) from None
 
 
 def require_file(path: str | os.PathLike[str]) -> Path:

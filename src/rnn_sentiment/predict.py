@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import get_args
@@ -12,7 +13,7 @@ from typing import get_args
 import numpy as np
 import pandas as pd
 
-from rnn_sentiment.errors import UserError, exit_on_user_error
+from rnn_sentiment.errors import UserError, exit_on_user_error, reason
 from rnn_sentiment.files import atomic_path
 from rnn_sentiment.serving import Precision, Scorer, load_scorer, validate
 
@@ -49,6 +50,24 @@ def _suffix(path: Path, allowed: dict[str, object], option: str) -> str:
     return suffix
 
 
+def check_output(path: Path) -> None:
+    """Refuse an `--output` that cannot be written, before the model loads: found only when the
+    predictions are written, the mistake would cost the scoring of every review."""
+    _suffix(path, WRITERS, "--output")
+    if path.is_dir():
+        raise UserError(f"--output {path} is a folder: name a file, such as {path / 'scores.csv'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--output {path}: no folder {path.parent}: create it or name another")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"--output {path}: cannot write in {path.parent} ({err.strerror or reason(err)}): "
+            "name a folder you can write to"
+        ) from None
+
+
 def read_reviews(path: Path) -> pd.DataFrame:
     """The rows of a review file, with its reviews in a `text` column."""
     reader = READERS[_suffix(path, READERS, "--file")]
@@ -57,8 +76,7 @@ def read_reviews(path: Path) -> pd.DataFrame:
     try:
         frame = reader(path)
     except (ValueError, OSError) as err:  # parse errors, bad encoding, not Parquet
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"--file {path}: cannot read it ({reason})") from None
+        raise UserError(f"--file {path}: cannot read it ({reason(err)})") from None
     if "text" not in frame.columns:
         columns = ", ".join(map(str, frame.columns)) or "none"
         raise UserError(f"--file {path}: no `text` column (columns: {columns}); name it `text`")
@@ -156,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.reviews and not args.file:
         raise UserError('nothing to predict: give reviews ("A fine film.") or --file PATH')
     if args.output:
-        _suffix(args.output, WRITERS, "--output")
+        check_output(args.output)
     frame, blank = _file_rows(args.file) if args.file else _argument_rows(args.reviews)
     scored = score_rows(load_scorer(args.model, args.precision), frame, blank)
     if blank:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import http.server
+import io
+import tarfile
 import threading
 from pathlib import Path
 
@@ -106,6 +109,82 @@ def test_truncated_archive_is_a_clear_error(tiny_archive: Path, tmp_path: Path) 
     truncated.write_bytes(tiny_archive.read_bytes()[:300])
     with pytest.raises(UserError, match="truncated or corrupt"):
         download.read_reviews(truncated)
+
+
+def run_main(tmp_path: Path, archive: Path, output: Path) -> int:
+    """The download stage's `main` on `archive`, verified against the archive's own sha256."""
+    params = write_params(tmp_path, params_for(archive))
+    return download.main(
+        ["--params", str(params), "--cache-dir", str(tmp_path / "cache"), "--output", str(output)]
+    )
+
+
+def test_archive_cut_short_is_refused_though_its_sha256_matches(
+    tiny_archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = tiny_archive.read_bytes()
+    truncated = tmp_path / "truncated.tar.gz"
+    output = tmp_path / "reviews.parquet"
+    output.write_bytes(b"earlier output")
+    cuts = [*range(300, len(whole), max(1, len(whole) // 40)), len(whole) - 8]
+    errors = {}
+    for cut in cuts:
+        truncated.write_bytes(whole[:cut])
+        code = run_main(tmp_path, truncated, output)
+        errors[cut] = capsys.readouterr().err if code == 2 else f"exit {code}"
+
+    assert [cut for cut, err in errors.items() if err.startswith("exit")] == []
+    for err in errors.values():
+        assert err.startswith(f"error: archive {truncated} is truncated or corrupt"), err
+        assert "download.sha256" in err and err.count("\n") == 1
+    assert output.read_bytes() == b"earlier output"
+
+
+def archive_with(path: Path, name: str, size: int) -> Path:
+    """A `.tar.gz` holding one member `name` of `size` zero bytes, written as a stream."""
+
+    class Zeros(io.RawIOBase):
+        def __init__(self) -> None:
+            self.left = size
+
+        def readinto(self, buffer) -> int:
+            n = min(len(buffer), self.left)
+            buffer[:n] = bytes(n)
+            self.left -= n
+            return n
+
+    with gzip.open(path, "wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tar.addfile(info, Zeros())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [
+        ("aclImdb/train/pos/0_9.txt", download.MAX_REVIEW_BYTES),
+        ("aclImdb/test/urls_neg.txt", download.MAX_URLS_BYTES),
+    ],
+)
+def test_an_oversized_member_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, limit: int
+) -> None:
+    archive = archive_with(tmp_path / "big.tar.gz", name, limit + 1)
+    read = []
+    monkeypatch.setattr(
+        tarfile.ExFileObject, "read", lambda self, size=-1: read.append(size) or b""
+    )
+
+    with pytest.raises(UserError, match=rf"{name} is over {limit} bytes.*official archive"):
+        download.read_reviews(archive)
+    assert read == []
+
+
+def test_a_member_at_the_limit_is_read(tmp_path: Path) -> None:
+    limit = download.MAX_REVIEW_BYTES
+    archive = archive_with(tmp_path / "edge.tar.gz", "aclImdb/train/pos/0_9.txt", limit)
+    assert download.read_reviews(archive)["text"].str.len().tolist() == [limit]
 
 
 def test_missing_file_everywhere_is_a_clear_error(tmp_path: Path) -> None:

@@ -80,3 +80,19 @@ def test_missing_tokens_say_how_to_produce_them(tmp_path, capsys) -> None:
     assert code == 2
     assert "missing input file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_token_table_without_labels_names_the_column(tmp_path, capsys) -> None:
+    from rnn_sentiment.files import write_parquet
+
+    (tmp_path / "params.yaml").write_text("pad:\n  maxlen: 4\n", encoding="utf-8")
+    ids = pa.array(ROWS, type=pa.list_(pa.int32()))
+    write_parquet(pa.table({"label": [1, 0, 1], "ids": ids}), tmp_path / "train.parquet")
+    write_parquet(pa.table({"ids": ids}), tmp_path / "test.parquet")
+    argv = ["--params", str(tmp_path / "params.yaml"), "--tokens-dir", str(tmp_path)]
+    assert pad.main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'test.parquet'} has no `label` column (its columns: ids): "
+        "rebuild it with `dvc repro`\n"
+    )
+    assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@ import pytest
 
 from rnn_sentiment import text
 from rnn_sentiment.errors import UserError
+from rnn_sentiment.files import write_parquet
 from rnn_sentiment.params import TokenizeParams
 from rnn_sentiment.stages import tokenize
 
@@ -75,3 +76,17 @@ def test_empty_review_encodes_to_no_tokens() -> None:
 def test_missing_split_is_a_clear_error() -> None:
     with pytest.raises(UserError, match="no test rows"):
         tokenize.run(TokenizeParams(), reviews([("train", 1, "good")]))
+
+
+def test_a_reviews_table_without_a_needed_column_names_it(tmp_path, capsys) -> None:
+    path = tmp_path / "reviews.parquet"
+    write_parquet(reviews([("train", 1, "good"), ("test", 0, "bad")]).drop(["text"]), path)
+    (tmp_path / "params.yaml").write_text("tokenize:\n  max_features: 10\n", encoding="utf-8")
+    argv = ["--params", str(tmp_path / "params.yaml"), "--reviews", str(path)]
+    code = tokenize.main([*argv, "--output-dir", str(tmp_path / "tokens")])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: {path} has no `text` column (its columns: split, review_id, label): "
+        "rebuild it with `dvc repro`\n"
+    )
+    assert not (tmp_path / "tokens").exists()

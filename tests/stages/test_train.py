@@ -135,3 +135,50 @@ def test_mixed_precision_learns_and_repeats(data) -> None:
     assert first.metrics["best_val_accuracy"] >= 0.9
     assert first.history[0].train_loss == second.history[0].train_loss
     assert first.history[-1].val_loss == second.history[-1].val_loss
+
+
+def train_argv(tmp_path, arrays: dict, tokenizer) -> list[str]:
+    """`train.main`'s arguments for `arrays` and `tokenizer`, written under tmp_path."""
+    from rnn_sentiment.files import write_npz
+
+    write_npz(tmp_path / "padded" / "train.npz", **arrays)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "params.yaml").write_text("base:\n  seed: 0\n", encoding="utf-8")
+    argv = ["--params", str(tmp_path / "params.yaml"), "--padded-dir", str(tmp_path / "padded")]
+    argv += ["--tokenizer", str(tmp_path / "tokenizer.json"), "--model-dir", str(tmp_path / "m")]
+    return [*argv, "--metrics", str(tmp_path / "train.json"), "--curve", str(tmp_path / "c.csv")]
+
+
+def test_token_ids_beyond_the_tokenizer_are_refused_in_one_line(tmp_path, capsys) -> None:
+    arrays, tokenizer = synthetic_padded(per_class=8)
+    vocab_size = tokenizer.get_vocab_size()
+    arrays["ids"][3, 0] = vocab_size + 7  # as if padded with a larger tokenizer's ids
+
+    assert train.main(train_argv(tmp_path, arrays, tokenizer)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {tmp_path / 'padded' / 'train.npz'} holds token ids up to {vocab_size + 7} but "
+        f"tokenizer {tmp_path / 'tokenizer.json'} has {vocab_size}"
+    )
+    assert "dvc repro" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_ctrl_c_while_training_marks_the_mlflow_run_failed(tmp_path, capsys, monkeypatch) -> None:
+    import mlflow
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    arrays, tokenizer = synthetic_padded(per_class=8)
+
+    try:
+        code = train.main(train_argv(tmp_path, arrays, tokenizer))
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt")
+    assert code == 130
+    assert capsys.readouterr().err.endswith("interrupted\n")  # after MLflow's own log lines
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [run.info.status for run in runs] == ["FAILED"]
+    assert not (tmp_path / "m").exists()

@@ -3,7 +3,9 @@
 The archive comes from the official URL by default, or from a local path or `file://` mirror; a
 source that cannot be reached falls through to the next mirror, but a wrong digest stops at once.
 Reviews are read straight from the compressed stream: nothing is extracted to disk, so no member
-can land outside its target and links are never followed. Each review keeps the IMDB id of its
+can land outside its target and links are never followed. A matching sha256 proves only that the
+file is the one named: a stream cut short, or a member far larger than any review, is still refused
+rather than read into a partial table or into all of memory. Each review keeps the IMDB id of its
 movie (from the archive's `urls_*.txt`), so validation can hold out whole movies as the official
 train/test split does.
 """
@@ -11,6 +13,7 @@ train/test split does.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import re
 import tarfile
@@ -23,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnn_sentiment import params as params_lib
-from rnn_sentiment.errors import UserError
+from rnn_sentiment.errors import UserError, reason
 from rnn_sentiment.files import atomic_path, write_parquet
 from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import DownloadParams, Source
@@ -36,6 +39,11 @@ URLS_MEMBER = re.compile(r"^aclImdb/(?P<split>train|test)/urls_(?P<label>pos|neg
 MOVIE_ID = re.compile(r"/title/(tt\d+)")
 COLUMNS = ["split", "review_id", "rating", "label", "text", "movie"]
 CHUNK = 1 << 20
+# The longest review of the official archive is about 14 kB, a `urls_*.txt` about 0.6 MB (a URL
+# of ~50 bytes per review). A member far beyond either is refused before it is read: a few GB of
+# zeros compress to a few MB, and would otherwise be read whole into memory.
+MAX_REVIEW_BYTES = 1 << 20
+MAX_URLS_BYTES = 16 << 20
 TIMEOUT_S = 30  # per network read; an unreachable host fails over to the next mirror
 
 
@@ -133,18 +141,20 @@ def read_reviews(archive: Path) -> pd.DataFrame:
     """
     rows, urls = [], {}
     try:
-        with tarfile.open(archive, "r|gz") as tar:
+        # gzip, not tarfile's own "r|gz", checks the stream's length and CRC at its end: a stream
+        # cut short must fail even where the cut falls between two members.
+        with gzip.open(archive, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in progress(tar, desc="read reviews", unit=" files"):
                 if not member.isreg():
                     continue
                 if urls_match := URLS_MEMBER.match(member.name):
-                    lines = tar.extractfile(member).read().decode("utf-8").splitlines()
+                    lines = _read(tar, member, MAX_URLS_BYTES, archive).decode("utf-8").splitlines()
                     urls[urls_match["split"], int(urls_match["label"] == "pos")] = lines
                     continue
                 match = REVIEW_MEMBER.match(member.name)
                 if match is None:
                     continue
-                text = tar.extractfile(member).read().decode("utf-8")
+                text = _read(tar, member, MAX_REVIEW_BYTES, archive).decode("utf-8")
                 rows.append(
                     (
                         match["split"],
@@ -154,17 +164,20 @@ def read_reviews(archive: Path) -> pd.DataFrame:
                         text,
                     )
                 )
+            while stream.read(CHUNK):  # past the tar's end, to the end of the gzip stream
+                pass
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise UserError(
-            f"archive {archive.name} is truncated or corrupt ({err}): fetch it again"
+            f"archive {archive} is truncated or corrupt ({reason(err)}): fetch an intact copy and "
+            "give its sha256 (download.url, download.sha256)"
         ) from None
     except UnicodeDecodeError:
         raise UserError(
-            f"archive {archive.name} holds a review that is not UTF-8: use the official archive"
+            f"archive {archive} holds a review that is not UTF-8: use the official archive"
         ) from None
     if not rows:
         raise UserError(
-            f"archive {archive.name} has no labelled reviews (aclImdb/{{train,test}}/{{pos,neg}})"
+            f"archive {archive} has no labelled reviews (aclImdb/{{train,test}}/{{pos,neg}})"
         )
     frame = pd.DataFrame(rows, columns=COLUMNS[:-1]).astype(
         {"review_id": "int32", "rating": "int8", "label": "int8"}
@@ -175,6 +188,18 @@ def read_reviews(archive: Path) -> pd.DataFrame:
         dtype="string",
     )
     return frame.sort_values(["split", "label", "review_id"], ignore_index=True)
+
+
+def _read(tar: tarfile.TarFile, member: tarfile.TarInfo, limit: int, archive: Path) -> bytes:
+    """The bytes of `member`, refused when over `limit`: by the size its header gives, before a
+    byte is read, and by what is read, which stops at `limit + 1` bytes."""
+    data = tar.extractfile(member).read(limit + 1) if member.size <= limit else b""
+    if member.size > limit or len(data) > limit:
+        raise UserError(
+            f"archive {archive}: {member.name} is over {limit} bytes, more than any member of "
+            "the IMDB archive: use the official archive"
+        )
+    return data
 
 
 def _movie(lines: list[str], review_id: int) -> str | None:

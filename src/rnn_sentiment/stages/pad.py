@@ -20,6 +20,7 @@ from rnn_sentiment.params import PadParams
 from rnn_sentiment.text import PAD_ID
 
 SPLITS = ("train", "test")
+TOKEN_COLUMNS = ("label", "ids")  # needed in each token table; `movie` is used where present
 
 
 def pad_sequences(
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     params = params_lib.load(args.params).pad
-    tokens = {split: read_parquet(args.tokens_dir / f"{split}.parquet") for split in SPLITS}
+    tokens = {
+        split: read_parquet(args.tokens_dir / f"{split}.parquet", TOKEN_COLUMNS) for split in SPLITS
+    }
     for split, arrays in run(params, tokens).items():
         write_npz(args.output_dir / f"{split}.npz", **arrays)
         print(f"pad: {split} ids {list(arrays['ids'].shape)} -> {args.output_dir / split}.npz")

@@ -22,11 +22,13 @@ from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import TokenizeParams
 
 SPLITS = ("train", "test")
+REVIEW_COLUMNS = ("split", "label", "text")  # needed; `review_id` and `movie` carried where present
 
 
 def run(params: TokenizeParams, reviews: pa.Table) -> tuple[Tokenizer, dict[str, pa.Table]]:
-    """Fit the tokenizer on train reviews; return it and a review_id/label/movie/ids table per
-    split (`movie` only where the reviews table has it)."""
+    """Fit the tokenizer on train reviews (a table with REVIEW_COLUMNS); return it and a
+    review_id/label/movie/ids table per split (`review_id` and `movie` only where the reviews
+    table has them)."""
     kept = [c for c in ("review_id", "label", "movie") if c in reviews.column_names]
     frame = reviews.select(["split", "text", *kept]).to_pandas()
     missing = [split for split in SPLITS if not (frame["split"] == split).any()]
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     params = params_lib.load(args.params).tokenize
-    tokenizer, tables = run(params, read_parquet(args.reviews))
+    tokenizer, tables = run(params, read_parquet(args.reviews, REVIEW_COLUMNS))
     with atomic_path(args.output_dir / "tokenizer.json") as tmp:
         tokenizer.save(str(tmp))
     for split, table in tables.items():

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import checkpoint
+from rnn_sentiment import checkpoint, text
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     params = params_lib.load(args.params)
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
+    text.check_ids(arrays["ids"], vocab_size, args.padded_dir / "train.npz", args.tokenizer)
     device = choose_device()
     with tracking.training_run(tracked_params(params)) as run_id:
         result = run(
