@@ -90,7 +90,7 @@ def run(
     """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
     seed_everything(seed)
     try:
-        config = ModelConfig(vocab_size=vocab_size, **params.model.model_dump())
+        config = ModelConfig.from_dict({**params.model.model_dump(), "vocab_size": vocab_size})
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
     train, val = split_validation(
