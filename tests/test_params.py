@@ -49,6 +49,8 @@ def test_repository_params_load_with_tutorial_defaults() -> None:
         ({"train": {"clip_grad_norm": float("inf")}}, r"train\.clip_grad_norm: .*finite number"),
         ({"train": {"model": {"dropout": float("nan")}}}, r"train\.model\.dropout: .*finite"),
         ({"evaluate": {"threshold": float("nan")}}, r"evaluate\.threshold: .*finite number"),
+        ({"base": {"memory_budget_gb": float("inf")}}, r"base\.memory_budget_gb: .*finite"),
+        ({"base": {"memory_budget_gb": 0}}, r"base\.memory_budget_gb: .*greater than 0"),
         ({"base": {"seed": 2**32}}, r"base\.seed: Input should be less than 4294967296"),
         ({"base": {"seed": -1}}, r"base\.seed: Input should be greater than or equal to 0"),
         ({"train": {"model": {"num_layers": True}}}, r"train\.model\.num_layers: .*valid integer"),

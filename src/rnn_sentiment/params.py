@@ -31,6 +31,8 @@ class _Block(BaseModel):
 
 class BaseParams(_Block):
     seed: StrictInt = Field(42, ge=0, lt=2**32)  # NumPy's generators take seeds below 2**32
+    # What a stage may allocate, estimated from its params before it starts (see `budget`).
+    memory_budget_gb: float = Field(8.0, gt=0)
 
 
 class Source(_Block):

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import checkpoint
+from rnn_sentiment import budget, checkpoint
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     params = params_lib.load(args.params)
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
+    budget.check_train(params, vocab_size, arrays["ids"].shape)
     device = choose_device()
     # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
     # closed as failed instead of staying "running" forever.
