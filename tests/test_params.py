@@ -37,12 +37,49 @@ def test_repository_params_load_with_tutorial_defaults() -> None:
             r"unknown key 'train\.model\.cel'; allowed here: bidir",
         ),
         ({"download": {"sha256": "abc"}}, r"download\.sha256: String should match pattern"),
+        (
+            {"train": {"lr": float("inf")}},
+            r"train\.lr: Input should be a finite number \(got inf\)",
+        ),
+        (
+            {"train": {"lr": float("nan")}},
+            r"train\.lr: Input should be a finite number \(got nan\)",
+        ),
+        ({"train": {"weight_decay": float("nan")}}, r"train\.weight_decay: .*finite number"),
+        ({"train": {"clip_grad_norm": float("inf")}}, r"train\.clip_grad_norm: .*finite number"),
+        ({"train": {"model": {"dropout": float("nan")}}}, r"train\.model\.dropout: .*finite"),
+        ({"evaluate": {"threshold": float("nan")}}, r"evaluate\.threshold: .*finite number"),
+        ({"base": {"memory_budget_gb": float("inf")}}, r"base\.memory_budget_gb: .*finite"),
+        ({"base": {"memory_budget_gb": 0}}, r"base\.memory_budget_gb: .*greater than 0"),
+        ({"base": {"seed": 2**32}}, r"base\.seed: Input should be less than 4294967296"),
+        ({"base": {"seed": -1}}, r"base\.seed: Input should be greater than or equal to 0"),
+        ({"train": {"model": {"num_layers": True}}}, r"train\.model\.num_layers: .*valid integer"),
+        ({"train": {"model": {"bidirectional": "yes"}}}, r"train\.model\.bidirectional: .*boolean"),
+        (
+            {"train": {"model": {"head_layers": [8, 0]}}},
+            r"train\.model\.head_layers\.1: .*or equal",
+        ),
     ],
 )
 def test_invalid_params_fail_with_one_line_naming_the_key(raw: dict, message: str) -> None:
     with pytest.raises(UserError, match=message) as info:
         params.parse(raw)
     assert "\n" not in str(info.value)
+
+
+def test_non_finite_numbers_in_the_file_are_refused(tmp_path: Path) -> None:
+    for text, key in [
+        ("train:\n  lr: .inf\n", "train.lr"),
+        ("pad:\n  maxlen: .nan\n", "pad.maxlen"),
+    ]:
+        path = tmp_path / "params.yaml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match=rf"{key}: .*(finite|valid integer).*fix it in"):
+            params.load(path)
+
+
+def test_the_largest_seed_numpy_takes_is_accepted() -> None:
+    assert params.parse({"base": {"seed": 2**32 - 1}}).base.seed == 2**32 - 1
 
 
 def test_missing_and_malformed_files(tmp_path: Path) -> None:

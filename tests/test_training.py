@@ -6,6 +6,7 @@ from torch import nn
 
 from rnn_sentiment import training
 from rnn_sentiment.errors import UserError
+from rnn_sentiment.models import ModelConfig, build
 from rnn_sentiment.params import TrainParams, parse
 
 CPU = torch.device("cpu")
@@ -53,3 +54,51 @@ def test_an_unknown_precision_is_refused_by_name() -> None:
         UserError, match=r"train\.precision: Input should be 'float32' or 'bfloat16'"
     ):
         parse({"train": {"precision": "float16"}})
+
+
+def tiny_network(**overrides: object) -> nn.Module:
+    torch.manual_seed(0)
+    architecture = {"embedding_dim": 4, "hidden_dim": 4, "cell": "gru", **overrides}
+    return build(ModelConfig(vocab_size=20, **architecture))
+
+
+def tiny_split(rows: int = 32) -> training.Split:
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, 20, (rows, 6), generator=generator)
+    return training.Split(ids, (ids[:, 0] > 10).float())
+
+
+@pytest.mark.parametrize(
+    ("update", "fixes"),
+    [
+        ({}, r"lower train\.lr$"),
+        (
+            {"clip_grad_norm": None},
+            r"lower train\.lr, or set train\.clip_grad_norm \(e\.g\. 1\.0\)$",
+        ),
+        ({"precision": "bfloat16"}, r"lower train\.lr, or set train\.precision: float32$"),
+    ],
+)
+def test_a_non_finite_training_loss_stops_at_its_batch(update: dict, fixes: str) -> None:
+    model = tiny_network()
+    with torch.no_grad():
+        model.embedding.weight[2:] = float("inf")  # every word: every logit is NaN
+    data = tiny_split()
+    params = TrainParams(batch_size=8, **update)
+    with pytest.raises(UserError, match=rf"training loss of epoch 1, batch 1 is nan: .*{fixes}"):
+        training.fit(model, data, data, params, 0, CPU)
+
+
+def test_a_diverging_learning_rate_stops_training_in_its_first_epoch() -> None:
+    stats = []
+    params = TrainParams(lr=1e38, batch_size=8, epochs=3)  # the first step overflows float32
+    with pytest.raises(UserError, match=r"training loss of epoch 1, batch \d+ is (nan|inf)"):
+        training.fit(tiny_network(), tiny_split(), tiny_split(), params, 0, CPU, stats.append)
+    assert stats == []  # no epoch was reported, so none reaches MLflow or the curve
+
+
+def test_a_non_finite_validation_loss_stops_training(monkeypatch) -> None:
+    monkeypatch.setattr(training, "evaluate_split", lambda *args: (float("inf"), 0.5))
+    params = TrainParams(batch_size=8, epochs=2, monitor="val_accuracy")
+    with pytest.raises(UserError, match=r"validation loss of epoch 1 is inf: .*lower train\.lr"):
+        training.fit(tiny_network(), tiny_split(), tiny_split(), params, 0, CPU)

@@ -14,101 +14,53 @@ good" as one unit from its first step, which is what lets it overtake bag-of-n-g
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from torch import Tensor, nn
 
+from rnn_sentiment.params import ModelParams, problem
 from rnn_sentiment.text import PAD_ID, UNK_ID
-
-Cell = Literal["rnn", "lstm", "gru"]
-Pooling = Literal["last", "mean", "max", "mean_max"]
 
 _LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 NGRAM_INIT_STD = 0.1  # n-gram embeddings start small: a phrase first means what its words mean
 _NO_NGRAM = torch.iinfo(torch.int64).max  # fills unused key slots; no real n-gram reaches it
+MAX_TRIGRAM_VOCAB = 2_097_152  # 2**21: a triple's key, vocab_size**3, must stay below _NO_NGRAM
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """Every architecture choice of `SentimentRNN`; defaults match the tutorial's SimpleRNN.
+class ModelConfig(ModelParams):
+    """Everything that builds a `SentimentRNN`: the architecture params (`train.model`, defaults
+    and validation from `params.ModelParams`) and the vocabulary size the tokenizer gives.
 
-    Validated on construction, so an impossible value fails at once with a message naming the key
-    and what is allowed. Lists are accepted for the tuple fields (as YAML and JSON give them).
+    Frozen and validated on construction; lists are accepted for the tuple fields (as YAML and
+    JSON give them).
     """
 
-    vocab_size: int  # including the reserved ids PAD_ID and UNK_ID
-    embedding_dim: int = 100
-    bigrams: int = 0  # word pairs with their own embedding, the most frequent in training
-    trigrams: int = 0  # word triples likewise
-    embedding_dropout: float = 0.0
-    word_dropout: float = 0.0  # chance that a whole token (word and n-gram vectors) is dropped
-    input_layers: tuple[int, ...] = ()  # Linear+ReLU sizes before the recurrence
-    cell: Cell = "rnn"
-    hidden_dim: int = 256
-    num_layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0  # between recurrent layers and before the head
-    pooling: Pooling = "last"
-    head_layers: tuple[int, ...] = ()  # Linear+ReLU sizes between the readout and the logit
-    members: int = 1  # networks of this config, initialised apart; their mean logit is the output
+    vocab_size: int = Field(strict=True, ge=2)  # including the reserved ids PAD_ID and UNK_ID
 
-    def __post_init__(self) -> None:
-        _check_int("vocab_size", self.vocab_size, 2)
-        _check_int("members", self.members, 1)
-        for name in ("embedding_dim", "hidden_dim", "num_layers"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("bigrams", "trigrams"):
-            _check_int(name, getattr(self, name), 0)
-        if self.trigrams and self.vocab_size**3 > _NO_NGRAM:
-            raise ValueError(f"trigrams need a vocab_size below 2097152; got {self.vocab_size}")
-        for name in ("embedding_dropout", "word_dropout", "dropout"):
-            _check_probability(name, getattr(self, name))
-        for name in ("input_layers", "head_layers"):
-            sizes = getattr(self, name)
-            if not isinstance(sizes, list | tuple) or not all(_is_int(s) and s >= 1 for s in sizes):
-                raise ValueError(f"{name} must be a list of integers >= 1; got {sizes!r}")
-            object.__setattr__(self, name, tuple(sizes))
-        _check_choice("cell", self.cell, get_args(Cell))
-        _check_choice("pooling", self.pooling, get_args(Pooling))
-        if not isinstance(self.bidirectional, bool):
-            raise ValueError(f"bidirectional must be true or false; got {self.bidirectional!r}")
+    @field_validator("vocab_size")
+    @classmethod
+    def _trigram_keys_fit(cls, vocab_size: int, info: ValidationInfo) -> int:
+        if info.data.get("trigrams") and vocab_size >= MAX_TRIGRAM_VOCAB:
+            raise ValueError(
+                f"trigrams need a vocabulary below {MAX_TRIGRAM_VOCAB} words: "
+                "lower tokenize.max_features or set train.model.trigrams: 0"
+            )
+        return vocab_size
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (tuples as lists): fit for YAML, JSON and `weights_only` checkpoints."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Rebuild a config from `to_dict()` output, refusing unknown or missing keys by name."""
-        known = [f.name for f in fields(cls)]
-        if unknown := sorted(set(data) - set(known)):
-            raise ValueError(
-                f"unknown model config key(s): {', '.join(unknown)}; allowed: {', '.join(known)}"
-            )
-        if "vocab_size" not in data:
-            raise ValueError("model config is missing the required key vocab_size")
-        return cls(**data)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
-def _check_probability(name: str, value: object) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        """Rebuild a config from `to_dict()` output (keys it lacks take their defaults, as in
+        checkpoints written before the key existed); a bad one is a one-line `ValueError`."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ValueError(f"model config: {problem(err, cls)}") from None
 
 
 def _mlp(in_dim: int, sizes: tuple[int, ...]) -> tuple[nn.Sequential, int]:

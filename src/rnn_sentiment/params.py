@@ -2,17 +2,18 @@
 
 Each block of params.yaml loads into a frozen pydantic model that forbids unknown keys, so a typo
 or an impossible value fails at once with one line naming the key and what is allowed, before any
-work is done or any output is touched.
+work is done or any output is touched. Counts are strict integers (`true` is not 1) and numbers
+must be finite (`.inf` and `.nan` are refused).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from rnn_sentiment.errors import UserError
 
@@ -21,14 +22,17 @@ OFFICIAL_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
+Size = Annotated[StrictInt, Field(ge=1)]  # a count or a width: 1 or more, and `true` is not 1
 
 
 class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BaseParams(_Block):
-    seed: int = Field(42, ge=0)
+    seed: StrictInt = Field(42, ge=0, lt=2**32)  # NumPy's generators take seeds below 2**32
+    # What a stage may allocate, estimated from its params before it starts (see `budget`).
+    memory_budget_gb: float = Field(8.0, gt=0)
 
 
 class Source(_Block):
@@ -49,35 +53,36 @@ class DownloadParams(_Block):
 
 
 class TokenizeParams(_Block):
-    max_features: int = Field(10_000, ge=1)
-    lowercase: bool = True
-    strip_html: bool = True
-    split_punctuation: bool = True
+    max_features: StrictInt = Field(10_000, ge=1)
+    lowercase: StrictBool = True
+    strip_html: StrictBool = True
+    split_punctuation: StrictBool = True
 
 
 class PadParams(_Block):
-    maxlen: int = Field(150, ge=1)
+    maxlen: StrictInt = Field(150, ge=1)
     padding: Literal["pre", "post"] = "post"
     truncating: Literal["pre", "post"] = "pre"
 
 
 class ModelParams(_Block):
-    """Architecture knobs; `models.ModelConfig` re-validates them with the vocabulary size."""
+    """Every architecture choice of the network (`train.model`), defined and validated once here:
+    `models.ModelConfig` is these fields plus the vocabulary size."""
 
     cell: Literal["rnn", "lstm", "gru"] = "gru"
-    embedding_dim: int = Field(100, ge=1)
-    bigrams: int = Field(0, ge=0)
-    trigrams: int = Field(0, ge=0)
+    embedding_dim: Size = 100
+    bigrams: StrictInt = Field(0, ge=0)  # word pairs with their own embedding, most frequent first
+    trigrams: StrictInt = Field(0, ge=0)  # word triples likewise
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
-    word_dropout: float = Field(0.0, ge=0, lt=1)
-    input_layers: tuple[int, ...] = ()
-    hidden_dim: int = Field(256, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0, lt=1)
+    word_dropout: float = Field(0.0, ge=0, lt=1)  # chance that a whole token is dropped
+    input_layers: tuple[Size, ...] = ()  # Linear+ReLU sizes before the recurrence
+    hidden_dim: Size = 256
+    num_layers: Size = 1
+    bidirectional: StrictBool = False
+    dropout: float = Field(0.0, ge=0, lt=1)  # between recurrent layers and before the head
     pooling: Literal["last", "mean", "max", "mean_max"] = "mean_max"
-    head_layers: tuple[int, ...] = ()
-    members: int = Field(1, ge=1)
+    head_layers: tuple[Size, ...] = ()  # Linear+ReLU sizes between the readout and the logit
+    members: Size = 1  # networks initialised apart; their mean logit is the output
 
 
 class TrainParams(_Block):
@@ -86,13 +91,13 @@ class TrainParams(_Block):
     lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "linear"] = "constant"
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(32, ge=1)
-    epochs: int = Field(4, ge=1)
+    batch_size: Size = 32
+    epochs: Size = 4
     clip_grad_norm: float | None = Field(1.0, gt=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(2, ge=1)
+    patience: Size = 2
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    bucket_by_length: bool = True
+    bucket_by_length: StrictBool = True
     # bfloat16: mixed precision (autocast) for training and validation, weights kept in float32.
     precision: Literal["float32", "bfloat16"] = "float32"
 
@@ -119,16 +124,19 @@ def parse(raw: dict[str, Any], model: type[Block] = Params, source: str = PARAMS
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        if first["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, first["loc"][:-1])
-            raise UserError(
-                f"{source}: unknown key '{key}'; allowed here: {', '.join(allowed)}"
-            ) from None
-        raise UserError(
-            f"{source}: {key}: {first['msg']} (got {first.get('input')!r}); fix it in {source}"
-        ) from None
+        raise UserError(f"{source}: {problem(err, model)}; fix it in {source}") from None
+
+
+def problem(err: ValidationError, model: type[BaseModel]) -> str:
+    """The first problem of `err`, raised validating `model`, in one line naming its dotted key."""
+    first = err.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, first["loc"][:-1])
+        return f"unknown key '{key}'; allowed here: {', '.join(allowed)}"
+    if first["type"] == "missing":
+        return f"missing key '{key}'"
+    return f"{key}: {first['msg'].removeprefix('Value error, ')} (got {first.get('input')!r})"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -7,6 +7,7 @@ can be driven from the train stage, a benchmark or a test alike.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.progress import progress
 from rnn_sentiment.text import PAD_ID
@@ -112,12 +114,12 @@ def train_one_epoch(
     description: str = "train",
 ) -> tuple[float, float]:
     """One pass over `index_batches` in `dtype` (see `precision`); returns the mean loss and the
-    accuracy on the fly."""
+    accuracy on the fly. A loss that is not finite stops training (`require_finite`)."""
     model.train()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total_loss, correct = 0.0, 0
     bar = progress(index_batches, desc=description, unit="batch", leave=False)
-    for index in bar:
+    for number, index in enumerate(bar, 1):
         ids = data.ids[index].to(device)
         labels = data.labels[index].to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -129,9 +131,13 @@ def train_one_epoch(
         if clip_grad_norm is not None:
             # Recurrent gradients can explode over long reviews; clipping keeps BPTT stable.
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        value = loss.item()
+        require_finite(
+            value, f"training loss of {description}, batch {number}", clip_grad_norm, dtype
+        )
         optimizer.step()
         schedule.step()
-        total_loss += loss.item()
+        total_loss += value
         predicted = logits.detach().reshape(members, -1).mean(0) > 0
         correct += (predicted == (labels > 0.5)).sum().item()
     return total_loss / len(data), correct / len(data)
@@ -167,6 +173,21 @@ def evaluate_split(
     loss = nn.functional.binary_cross_entropy_with_logits(logits, data.labels).item()
     accuracy = ((logits > 0) == (data.labels > 0.5)).float().mean().item()
     return loss, accuracy
+
+
+def require_finite(
+    loss: float, where: str, clip_grad_norm: float | None, dtype: torch.dtype
+) -> None:
+    """Stop with a one-line `UserError` on a NaN or infinite loss: weights that diverged would
+    otherwise train on as NaN, be saved and be served as such."""
+    if math.isfinite(loss):
+        return
+    fixes = ["lower train.lr"]
+    if clip_grad_norm is None:
+        fixes.append("set train.clip_grad_norm (e.g. 1.0)")
+    if dtype != torch.float32:
+        fixes.append("set train.precision: float32")
+    raise UserError(f"the {where} is {loss}: the weights diverged; {', or '.join(fixes)}")
 
 
 def make_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
@@ -229,13 +250,14 @@ def fit(
             f"epoch {epoch}",
         )
         val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device, dtype)
+        require_finite(val_loss, f"validation loss of epoch {epoch}", params.clip_grad_norm, dtype)
         stats = EpochStats(
             epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start
         )
         history.append(stats)
         on_epoch(stats)
         score = val_loss if params.monitor == "val_loss" else -val_acc  # lower is better
-        if score < best_score or best_state is None:  # a NaN loss still leaves a state
+        if score < best_score:
             best_score, best_epoch = score, epoch
             best_state = copy.deepcopy(model.state_dict())
         elif epoch - best_epoch >= params.patience:

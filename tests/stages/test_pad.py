@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from rnn_sentiment.files import write_parquet
 from rnn_sentiment.params import PadParams
 from rnn_sentiment.stages import pad
 
@@ -95,4 +98,39 @@ def test_a_token_table_without_labels_names_the_column(tmp_path, capsys) -> None
         f"error: {tmp_path / 'test.parquet'} has no `label` column (its columns: ids): "
         "rebuild it with `dvc repro`\n"
     )
+
+
+def test_padded_bytes_bound_what_padding_allocates() -> None:
+    rng = np.random.default_rng(0)
+    tables = {}
+    for split, rows in (("train", 300), ("test", 200)):
+        lengths = rng.integers(0, 400, rows)
+        ids = [rng.integers(2, 100, n).astype(np.int32) for n in lengths]
+        tables[split] = pa.table(
+            {"label": np.zeros(rows, np.int8), "ids": pa.array(ids, type=pa.list_(pa.int32()))}
+        )
+    for maxlen in (50, 200, 800):
+        tracemalloc.start()
+        pad.run(PadParams(maxlen=maxlen), tables)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        estimate = pad.padded_bytes([300, 200], maxlen)
+        assert peak <= estimate <= 1.5 * peak
+
+
+def test_a_maxlen_over_the_memory_budget_is_refused_before_padding(tmp_path, capsys) -> None:
+    table = pa.table({"label": [1, 0], "ids": pa.array([[5, 6], [7]], type=pa.list_(pa.int32()))})
+    for split in pad.SPLITS:
+        write_parquet(table, tmp_path / f"{split}.parquet")
+    (tmp_path / "params.yaml").write_text("pad:\n  maxlen: 1000000000\n", encoding="utf-8")
+    args = ["--params", str(tmp_path / "params.yaml"), "--tokens-dir", str(tmp_path)]
+    code = pad.main([*args, "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    needed = pad.padded_bytes([2, 2], 10**9) / 1e9
+    assert (
+        f"pad would need about {needed:,.1f} GB, over base.memory_budget_gb: 8 (default 8)" in err
+    )
+    assert "set by pad.maxlen: 1000000000" in err
     assert not (tmp_path / "out").exists()

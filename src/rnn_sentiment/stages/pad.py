@@ -7,12 +7,14 @@ is on; an empty review becomes a row of padding with length 0 rather than an err
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from rnn_sentiment import budget
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.files import read_parquet, write_npz
 from rnn_sentiment.lifecycle import stage_main
@@ -21,6 +23,9 @@ from rnn_sentiment.text import PAD_ID
 
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = ("label", "ids")  # needed in each token table; `movie` is used where present
+# Bytes per cell of `[N, maxlen]` that `pad_sequences` holds besides the ids while it runs: column
+# positions and source indices in int64, and the mask (at most 25 measured with tracemalloc).
+PADDING_TEMPORARIES = 26
 
 
 def pad_sequences(
@@ -41,6 +46,13 @@ def pad_sequences(
     ids = np.full((len(kept), maxlen), PAD_ID, dtype=np.int32)
     ids[inside] = values[(first[:, None] + position)[inside]]
     return ids, kept.astype(np.int32)
+
+
+def padded_bytes(rows: Sequence[int], maxlen: int) -> int:
+    """Peak bytes of `run` for splits of `rows` reviews: the int32 ids of every split, and the
+    temporaries of the largest one while it is padded."""
+    cells = [count * maxlen for count in rows]
+    return 4 * sum(cells) + PADDING_TEMPORARIES * max(cells, default=0)
 
 
 def run(params: PadParams, tokens: dict[str, pa.Table]) -> dict[str, dict[str, np.ndarray]]:
@@ -76,10 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-dir", type=Path, required=True)
     parser.add_argument("--output-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    params = params_lib.load(args.params).pad
+    all_params = params_lib.load(args.params)
+    params = all_params.pad
     tokens = {
         split: read_parquet(args.tokens_dir / f"{split}.parquet", TOKEN_COLUMNS) for split in SPLITS
     }
+    needed = padded_bytes([table.num_rows for table in tokens.values()], params.maxlen)
+    padded = budget.Cost("the padded ids", needed, (f"pad.maxlen: {params.maxlen}",))
+    budget.check("pad", [padded], all_params.base.memory_budget_gb)
     for split, arrays in run(params, tokens).items():
         write_npz(args.output_dir / f"{split}.npz", **arrays)
         print(f"pad: {split} ids {list(arrays['ids'].shape)} -> {args.output_dir / split}.npz")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import checkpoint, text
+from rnn_sentiment import budget, checkpoint, text
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -89,7 +89,7 @@ def run(
     """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
     seed_everything(seed)
     try:
-        config = ModelConfig(vocab_size=vocab_size, **params.model.model_dump())
+        config = ModelConfig.from_dict({**params.model.model_dump(), "vocab_size": vocab_size})
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
     train, val = split_validation(
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
     text.check_ids(arrays["ids"], vocab_size, args.padded_dir / "train.npz", args.tokenizer)
+    budget.check_train(params, vocab_size, arrays["ids"].shape)
     device = choose_device()
     with tracking.training_run(tracked_params(params)) as run_id:
         result = run(
