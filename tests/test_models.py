@@ -260,7 +260,7 @@ def test_a_checkpoint_with_a_bad_config_is_refused_in_one_line(tmp_path: Path) -
         "state_dict": model.state_dict(),
     }
     torch.save(payload, tmp_path / "model.pt")
-    with pytest.raises(UserError, match=r"not a checkpoint this project wrote .*unknown key 'hiden_d"):
+    with pytest.raises(UserError, match=r"not a checkpoint this project wrote .*key 'hiden_d"):
         checkpoint.load(tmp_path / "model.pt")
 
 
