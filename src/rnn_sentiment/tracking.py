@@ -71,15 +71,18 @@ def configure() -> str:
     than after MLflow's minutes of retries and pages of tracebacks."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
     registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
-    for server in dict.fromkeys((uri, registry)):
-        _require_reachable(server)
+    servers = {uri: "MLFLOW_TRACKING_URI"}
+    servers.setdefault(registry, "MLFLOW_REGISTRY_URI")
+    for server, variable in servers.items():
+        _require_reachable(server, variable)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
     return uri
 
 
-def _require_reachable(uri: str) -> None:
-    """Ask an http(s) tracking server for its `/health`; other stores need no network."""
+def _require_reachable(uri: str, variable: str) -> None:
+    """Ask an http(s) tracking server (the one `variable` names) for its `/health`; other stores
+    need no network."""
     if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
         return
     try:
@@ -91,7 +94,7 @@ def _require_reachable(uri: str) -> None:
         reason = getattr(err, "reason", err)
         raise UserError(
             f"no MLflow tracking server answers at {uri} ({reason}): start it, or set "
-            "MLFLOW_TRACKING_URI to a running one (unset, runs go to sqlite:///mlflow.db)"
+            f"{variable} to a running one (unset, MLflow uses sqlite:///mlflow.db here)"
         ) from None
 
 
@@ -162,11 +165,14 @@ def close_stale_runs(experiment_id: str) -> list[str]:
     running = client.search_runs(
         [experiment_id], f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
     )
+    active = mlflow.active_run()
     closed = []
     for run in running:
         pid = run.data.tags.get(PID_TAG, "")
         if not pid.isdigit() or _alive(int(pid)):
             continue
+        if active is not None and active.info.run_id == run.info.run_id:
+            continue  # this process's own open run, not an earlier one with a recycled pid
         reason = f"process {pid} on {host} ended without closing this run (killed?)"
         client.set_tag(run.info.run_id, KILLED_TAG, reason)
         client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = len(arrays["labels"])
     tracking.log_dataset(run_id, test_file, "evaluation", all_params.download, rows)
-    tracking.record_threshold(model_uri, threshold_file)
+    if not tracking.record_threshold(model_uri, threshold_file):
+        print(f"note: {model_uri} predates thresholds in models: MLflow serves it at 0.5; retrain")
     promotion = registry.record(run_id, model_uri, metrics, params)
     write_json(metrics, args.metrics)
     print(

@@ -1,9 +1,9 @@
 """train stage: fit the recurrent model on the train split, select the best epoch on validation.
 
 The validation split is carved from train (stratified, seeded, whole movies): the test split is
-never looked at here. Outputs the checkpoint and the tokenizer it needs (`models/`, enough to
-serve), the training metrics and the per-epoch curve, and one MLflow run holding all of it plus
-the pyfunc model.
+never looked at here. Outputs the checkpoint, the tokenizer it needs and the MLflow run's ids
+(`models/`, enough to serve), the training metrics and the per-epoch curve, and one MLflow run
+holding all of it plus the pyfunc model. Params and data are checked before the run opens.
 """
 
 from __future__ import annotations
