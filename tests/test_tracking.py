@@ -94,21 +94,35 @@ def dead_pid() -> int:
     return child.pid
 
 
+KILLED_TRAINING = """\
+import os, signal
+from rnn_sentiment import tracking
+with tracking.training_run({}, "doomed") as run_id:
+    print(run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_a_training_closes_runs_whose_process_died_and_only_those() -> None:
-    tracking.configure()
-    experiment_id = mlflow.create_experiment(tracking.EXPERIMENT)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_TRAINING], capture_output=True, text=True, check=False
+    )
+    assert killed.returncode == -9, killed.stderr
     client = mlflow.MlflowClient()
+    tracking.configure()
+    assert client.get_run(killed.stdout.strip()).info.status == "RUNNING"
+    experiment_id = mlflow.get_experiment_by_name(tracking.EXPERIMENT).experiment_id
     host = socket.gethostname()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         runs = {
             what: client.create_run(experiment_id, tags={"host": on, "pid": str(pid)}).info.run_id
             for what, on, pid in [
-                ("killed", host, dead_pid()),
                 ("live", host, live.pid),  # a queue worker training beside us
                 ("elsewhere", "another-host", dead_pid()),
             ]
         }
+        runs["killed"] = killed.stdout.strip()
         with tracking.training_run({}, "next") as new_run:
             assert client.get_run(new_run).info.status == "RUNNING"
     finally:
