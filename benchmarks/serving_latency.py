@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rnn_sentiment.checkpoint import RUN_FILE
 from rnn_sentiment.serving import BATCH_SIZE, Predictor, serving_dtype
-from rnn_sentiment.stages.train import RUN_FILE
 from tests.mlflow_server import invoke, mlflow_server
 
 REVIEWS_TABLE = Path("data/raw/reviews.parquet")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,13 +23,15 @@ import pandas as pd
 import pytest
 import torch
 
-from rnn_sentiment import cli, text
+from rnn_sentiment import checkpoint, cli, text
 from rnn_sentiment import predict as predict_module
 from rnn_sentiment.models import ModelConfig, SentimentRNN
 from rnn_sentiment.params import ModelParams, PadParams, Params, TokenizeParams
-from rnn_sentiment.serving import Predictor
+from rnn_sentiment.serving import Predictor, write_threshold
 from rnn_sentiment.stages import train
 from tests.conftest import synthetic_review
+from tests.mlflow_server import free_port
+from tests.thresholds import flipping_threshold, labels
 
 REVIEWS = ["Great film, loved it.", "Awful   and\tboring.", "The plot was dull, the music superb."]
 LINE = re.compile(r"^(positive|negative)\t(0\.\d{6}|1\.000000)\t(.*)$")
@@ -44,6 +48,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = SentimentRNN(ModelConfig(vocab_size=tokenizer.get_vocab_size(), **architecture))
     params = Params(pad=PadParams(maxlen=24))
     train.write_model_dir(root / "models", model, params, root / "tokenizer.json")
+    write_threshold(root / "models" / checkpoint.THRESHOLD_FILE, 0.5)  # as evaluate leaves it
     return root / "models"
 
 
@@ -248,3 +253,40 @@ def test_the_console_script_reports_without_a_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: no model folder {tmp_path / 'nowhere'}")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_labels_follow_the_threshold_the_evaluate_stage_left(
+    model_dir: Path, predictor: Predictor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "models"
+    shutil.copytree(model_dir, folder)
+    probabilities = predictor.predict_proba(REVIEWS)
+    threshold = flipping_threshold(probabilities)
+    write_threshold(folder / checkpoint.THRESHOLD_FILE, threshold)
+    code, out, err = predict(["--model", str(folder), *REVIEWS], capsys)
+    assert (code, err) == (0, "")
+    printed = [line.split("\t")[0] for line in out.splitlines()]
+    assert printed == labels(probabilities, threshold) != labels(probabilities, 0.5)
+
+    (folder / checkpoint.THRESHOLD_FILE).unlink()
+    code, out, err = predict(["--model", str(folder), *REVIEWS], capsys)
+    assert code == 0 and [line.split("\t")[0] for line in out.splitlines()] == labels(
+        probabilities, 0.5
+    )
+    assert err == f"note: no {folder / 'threshold.json'} (the evaluate stage writes it): " + (
+        "labelling at 0.5\n"
+    )
+
+
+def test_an_unreachable_tracking_server_is_one_line_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    start = time.monotonic()
+    code, out, err = predict(["--model", "models:/rnn-sentiment@champion", "Fine."], capsys)
+    assert time.monotonic() - start < 10
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: no MLflow tracking server answers at {uri} (")
+    assert err.count("\n") == 1

@@ -1,6 +1,7 @@
-"""Serving end to end: one tiny trained model, logged and registered in MLflow, gives the same
-probability for a review through the Python API, the pyfunc (by every kind of URI), the CLI and
-MLflow's HTTP server; bad reviews get a clear error and the server keeps answering."""
+"""Serving end to end: one tiny trained model, logged, evaluated at a threshold other than 0.5 and
+registered in MLflow, gives the same probability and the same label for a review through the
+Python API, the pyfunc (by every kind of URI), the CLI and MLflow's HTTP server; bad reviews get
+a clear error and the server keeps answering."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from rnn_sentiment import cli, tracking
+from rnn_sentiment import checkpoint, cli, registry, tracking
 from rnn_sentiment.errors import UserError
-from rnn_sentiment.params import ModelParams, PadParams, Params, TrainParams
-from rnn_sentiment.serving import Predictor, serving_dtype
+from rnn_sentiment.params import EvaluateParams, ModelParams, PadParams, Params, TrainParams
+from rnn_sentiment.serving import Predictor, serving_dtype, write_threshold
 from rnn_sentiment.stages import train
 from tests.conftest import synthetic_padded
 from tests.mlflow_server import invoke, mlflow_server
+from tests.thresholds import flipping_threshold, labels
 
 NAME = "tiny-sentiment"
 TINY = TrainParams(
@@ -46,6 +48,7 @@ class Trained:
     run_id: str
     model_uri: str  # models:/m-..., as log_model returns it
     version: int
+    threshold: float  # what the model was evaluated with: not 0.5
 
 
 @contextlib.contextmanager
@@ -74,10 +77,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     model_dir = root / "models"
     with using_store(store):
         with tracking.training_run(train.tracked_params(params)) as run_id:
+            tracking.log_metrics(result.metrics)
             train.write_model_dir(model_dir, result.model, params, root / "tokenizer.json")
             model_uri = tracking.log_model(model_dir, train.EXAMPLE_REVIEWS)
-        registered = tracking.record_evaluation(run_id, model_uri, {"accuracy": 0.5}, {}, NAME)
-    return Trained(store, model_dir, run_id, model_uri, registered["version"])
+        # What the evaluate stage does, at a threshold that labels some review otherwise than 0.5.
+        probabilities = Predictor.from_dir(model_dir, threshold=0.5).predict_proba(REVIEWS)
+        threshold = flipping_threshold(probabilities)
+        write_threshold(model_dir / checkpoint.THRESHOLD_FILE, threshold)
+        tracking.record_threshold(model_uri, model_dir / checkpoint.THRESHOLD_FILE)
+        evaluation = EvaluateParams(threshold=threshold, registered_model_name=NAME)
+        registered = registry.record(run_id, model_uri, {"accuracy": 0.5}, evaluation)
+    return Trained(store, model_dir, run_id, model_uri, registered.version, threshold)
 
 
 @pytest.fixture
@@ -106,6 +116,7 @@ def test_python_api_scores_odd_but_real_text(trained: Trained, expected: np.ndar
     predictor = Predictor.from_dir(trained.model_dir)
     assert 0 < predictor.predict_proba([HUGE])[0] < 1
     np.testing.assert_array_equal(predictor.predict_proba(np.array(REVIEWS)), expected)
+    assert [p.label for p in predictor.predict(REVIEWS)] == labels(expected, trained.threshold)
 
 
 @pytest.mark.parametrize(
@@ -135,7 +146,8 @@ def test_pyfunc_matches_python_api(
     }[kind]
     predictions = mlflow.pyfunc.load_model(uri).predict(REVIEWS)
     np.testing.assert_allclose(predictions["probability"], expected, rtol=0, atol=1e-6)
-    assert list(predictions["label"]) == ["positive" if p >= 0.5 else "negative" for p in expected]
+    assert list(predictions["label"]) == labels(expected, trained.threshold)
+    assert labels(expected, trained.threshold) != labels(expected, 0.5)
 
 
 def test_bfloat16_moves_probabilities_little_and_leaves_the_callers_model_alone(
@@ -205,13 +217,15 @@ def test_cli_matches_python_api(
     assert len(lines) == len(REVIEWS)
     probabilities = [float(line.split("\t")[1]) for line in lines]
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
+    assert [line.split("\t")[0] for line in lines] == labels(expected, trained.threshold)
 
 
-def test_server_matches_python_api(server: str, expected: np.ndarray) -> None:
+def test_server_matches_python_api(server: str, trained: Trained, expected: np.ndarray) -> None:
     status, body = invoke(server, {"inputs": REVIEWS})
     assert status == 200, body
     probabilities = [row["probability"] for row in body["predictions"]]
     np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-6)
+    assert [row["label"] for row in body["predictions"]] == labels(expected, trained.threshold)
     split = {"columns": ["text"], "data": [[review] for review in REVIEWS]}
     status, body = invoke(server, {"dataframe_split": split})
     assert status == 200, body

@@ -18,8 +18,11 @@ from rnn_sentiment.files import atomic_path
 from rnn_sentiment.models import ModelConfig, Network, build
 from rnn_sentiment.params import PadParams
 
+# The model folder: the train stage writes the first three, the evaluate stage the threshold.
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.json"
+RUN_FILE = "mlflow_run.json"  # the MLflow run and logged model of this training
+THRESHOLD_FILE = "threshold.json"  # the decision threshold the model was evaluated with
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,9 @@ class TrainParams(_Block):
 class EvaluateParams(_Block):
     threshold: float = Field(0.5, gt=0, lt=1)
     registered_model_name: str = Field("rnn-sentiment", min_length=1)
+    # The champion is chosen on validation (at the epoch `train.monitor` picked), never on test.
+    promote_on: Literal["best_val_accuracy", "best_val_loss"] = "best_val_accuracy"
+    min_improvement: float = Field(0.0, ge=0)
 
 
 class Params(_Block):

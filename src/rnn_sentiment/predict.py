@@ -15,7 +15,8 @@ import pandas as pd
 
 from rnn_sentiment.errors import UserError, exit_on_user_error, reason
 from rnn_sentiment.files import atomic_path
-from rnn_sentiment.serving import Precision, Scorer, load_scorer, validate
+from rnn_sentiment.scorer import load_scorer
+from rnn_sentiment.serving import Precision, Scorer, validate
 
 SHOWN_CHARS = 70  # of each review echoed by `rnn-sentiment predict REVIEW...`
 LISTED_ROWS = 10  # of the rows without text named in the warning

@@ -1,8 +1,10 @@
-"""Raw review text in, sentiment out: the tokenizer, padding and model of one training run.
+"""Raw review text in, sentiment out: the tokenizer, padding, model and threshold of one training.
 
 Serving runs the very functions the pipeline ran (`text.encode`, on no more of a long review than
-the padding keeps; `pad.pad_sequences`, `training.predict_logits`), so a review gets the same
-probability from the CLI, the Python API, the MLflow server and the evaluate stage.
+the padding keeps; `padding.pad_sequences`, `training.predict_logits`), so a review gets the same
+probability from the CLI, the Python API, the MLflow server and the evaluate stage; and the label
+the threshold the evaluate stage scored the model with (`threshold.json`), so a review gets the
+same label from each of them too.
 
 On a CPU that computes bfloat16 natively (AVX512-BF16 or AMX), serving runs the model in bfloat16
 by default: the recurrence runs about 3x faster and a probability moves by less than 0.005
@@ -13,12 +15,13 @@ numbers exactly.
 from __future__ import annotations
 
 import copy
+import json
 import os
-import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -26,15 +29,15 @@ from tokenizers import Tokenizer
 
 from rnn_sentiment import checkpoint, text
 from rnn_sentiment.errors import UserError
-from rnn_sentiment.params import PadParams
-from rnn_sentiment.stages.pad import pad_sequences
+from rnn_sentiment.files import write_json
+from rnn_sentiment.padding import pad_sequences
+from rnn_sentiment.params import EvaluateParams, PadParams
 from rnn_sentiment.training import choose_device, predict_logits
 
 BATCH_SIZE = 256
 Precision = Literal["auto", "float32", "bfloat16"]
-THRESHOLD = 0.5
-# `models:/...`, `runs:/...`, `file:///...`, `s3://...`; a single letter is a Windows drive.
-URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+# The labels of a model no evaluation has given a threshold: the evaluate stage's default.
+THRESHOLD = EvaluateParams().threshold
 
 
 @dataclass(frozen=True)
@@ -105,17 +108,27 @@ class Predictor:
     def from_dir(
         cls,
         directory: str | os.PathLike[str],
-        threshold: float = THRESHOLD,
+        threshold: float | None = None,
         precision: Precision = "auto",
     ) -> Predictor:
-        """Load the train stage's output folder (`model.pt` + `tokenizer.json`)."""
+        """Load the model folder (`model.pt` + `tokenizer.json`), labelling at `threshold`, else
+        at the one the evaluate stage wrote beside them (`threshold.json`), else at 0.5."""
         directory = Path(directory)
-        return cls.from_files(
+        if threshold is None:
+            threshold = read_threshold(directory / checkpoint.THRESHOLD_FILE)
+        predictor = cls.from_files(  # a model that cannot load is the error to report, first
             directory / checkpoint.MODEL_FILE,
             directory / checkpoint.TOKENIZER_FILE,
-            threshold,
+            THRESHOLD if threshold is None else threshold,
             precision,
         )
+        if threshold is None:
+            print(
+                f"note: no {directory / checkpoint.THRESHOLD_FILE} (the evaluate stage writes "
+                f"it): labelling at {THRESHOLD}",
+                file=sys.stderr,
+            )
+        return predictor
 
     def predict_proba(self, reviews: Sequence[str]) -> np.ndarray:
         """Probability that each review is positive."""
@@ -141,23 +154,6 @@ class Predictor:
         ]
 
 
-@dataclass(frozen=True)
-class PyfuncPredictor:
-    """A model logged to MLflow, scored through its pyfunc: exactly what `mlflow models serve` runs.
-
-    `model` is an `mlflow.pyfunc.PyFuncModel`, typed loosely so this module needs no MLflow.
-    """
-
-    model: Any
-
-    def predict(self, reviews: Sequence[str]) -> list[Prediction]:
-        if not reviews:  # MLflow's schema check refuses an empty batch
-            return []
-        frame = self.model.predict(list(reviews))
-        pairs = zip(frame["probability"], frame["label"], strict=True)
-        return [Prediction(float(probability), str(label)) for probability, label in pairs]
-
-
 def validate(reviews: Sequence[object]) -> None:
     """Refuse what is not a review, naming the first offender and its position (1-based)."""
     if isinstance(reviews, str):
@@ -173,17 +169,20 @@ def validate(reviews: Sequence[object]) -> None:
             raise UserError(f"review {position} is empty: send some text to classify")
 
 
-def load_scorer(model: str, precision: Precision = "auto") -> Scorer:
-    """The train stage's folder loads directly (no MLflow import); a URI, or a folder holding an
-    `MLmodel` file, loads through MLflow from the project's store."""
-    if URI_SCHEME.match(model) or (Path(model) / "MLmodel").is_file():
-        from rnn_sentiment import tracking
+def read_threshold(path: str | os.PathLike[str]) -> float | None:
+    """The threshold in a `threshold.json` the evaluate stage wrote; None when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        threshold = float(json.loads(path.read_text(encoding="utf-8"))["threshold"])
+    except (ValueError, KeyError, TypeError):
+        threshold = float("nan")
+    if not 0 < threshold < 1:
+        raise UserError(f"{path} holds no threshold in (0, 1): run `dvc repro` to write it again")
+    return threshold
 
-        serving_dtype(precision, choose_device())
-        return PyfuncPredictor(tracking.load_pyfunc(model, {"precision": precision}))
-    if not Path(model).is_dir():
-        raise UserError(
-            f"no model folder {model}: run `dvc repro` to train one, or pass --model with a "
-            "folder or an MLflow model URI such as models:/rnn-sentiment@champion"
-        )
-    return Predictor.from_dir(model, precision=precision)
+
+def write_threshold(path: str | os.PathLike[str], threshold: float) -> None:
+    """Record the threshold a model was evaluated with, for every path that labels reviews."""
+    write_json({"threshold": threshold}, path)

@@ -1,44 +1,57 @@
-"""The one module that talks to MLflow: runs, params, metrics, the pyfunc model and the registry.
+"""The module that talks to MLflow's tracking: the store, runs, params, metrics, datasets and the
+logged model (the registry is `registry.py`; the pyfunc MLflow loads is `pyfunc.py`).
 
 The store is `sqlite:///<project>/mlflow.db` with artifacts in `<project>/mlartifacts/`, unless
 `MLFLOW_TRACKING_URI` says otherwise. The model is logged as *models from code*: MLflow stores a
-three-line script that builds `SentimentPyfunc` from this package, plus the state-dict checkpoint
-and the tokenizer as plain files, so loading a model never unpickles anything.
+three-line script that builds `pyfunc.SentimentPyfunc` from this package, plus the state-dict
+checkpoint, the tokenizer and the threshold as plain files, so loading a model never unpickles
+anything.
+
+Only the training holds its run open. Everything logged later (the evaluation) goes to the run by
+id, which leaves its status alone: a finished training stays FINISHED whatever happens to a
+later stage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import posixpath
+import shutil
+import socket
 import subprocess
 import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import rnn_sentiment
-from rnn_sentiment import checkpoint
+from rnn_sentiment import checkpoint, pyfunc
 from rnn_sentiment.errors import UserError
+from rnn_sentiment.params import DownloadParams
+
+# Models logged before `pyfunc.py` existed load through this name (their entry script imports
+# it from here), so it stays importable from this module.
+from rnn_sentiment.pyfunc import SentimentPyfunc as SentimentPyfunc
+from rnn_sentiment.serving import THRESHOLD, Predictor, write_threshold
 
 EXPERIMENT = "rnn-sentiment"
-CHAMPION = "champion"
 MODEL_NAME = "model"
-ENTRY_SCRIPT = """\
-from mlflow.models import set_model
-
-from rnn_sentiment.tracking import SentimentPyfunc
-
-set_model(SentimentPyfunc())
-"""
 REQUIREMENTS = ("torch", "tokenizers", "numpy", "pandas", "pyarrow", "pydantic", "pyyaml", "tqdm")
+PROBE_TIMEOUT_S = 5.0
+# Who runs a training, so that the next one can tell a run whose process died from a live one.
+HOST_TAG, PID_TAG, KILLED_TAG = "host", "pid", "killed_reason"
 
 
 def project_root() -> Path:
@@ -52,11 +65,37 @@ def project_root() -> Path:
 
 
 def configure() -> str:
-    """Point MLflow at `MLFLOW_TRACKING_URI`, or at the project's SQLite store; return the URI."""
+    """Point MLflow at `MLFLOW_TRACKING_URI`, or at the project's SQLite store; return the URI.
+
+    A tracking server that does not answer fails here, in one line and within seconds, rather
+    than after MLflow's minutes of retries and pages of tracebacks."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+    registry = os.environ.get("MLFLOW_REGISTRY_URI") or uri
+    servers = {uri: "MLFLOW_TRACKING_URI"}
+    servers.setdefault(registry, "MLFLOW_REGISTRY_URI")
+    for server, variable in servers.items():
+        _require_reachable(server, variable)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    mlflow.set_registry_uri(registry)
     return uri
+
+
+def _require_reachable(uri: str, variable: str) -> None:
+    """Ask an http(s) tracking server (the one `variable` names) for its `/health`; other stores
+    need no network."""
+    if urllib.parse.urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answers: what it answers is MLflow's business
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(
+            f"no MLflow tracking server answers at {uri} ({reason}): start it, or set "
+            f"{variable} to a running one (unset, MLflow uses sqlite:///mlflow.db here)"
+        ) from None
 
 
 def _experiment_id(uri: str) -> str:
@@ -79,8 +118,9 @@ def _git(*args: str) -> str | None:
 
 
 def run_tags() -> dict[str, str]:
-    """Where a run came from: git commit, dirty tree, DVC stage and experiment name."""
-    tags = {}
+    """Where a run came from: git commit, dirty tree, DVC stage and experiment name, and the
+    host and process that train (see `close_stale_runs`)."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     if commit := _git("rev-parse", "HEAD"):
         tags["mlflow.source.git.commit"] = commit
         tags["git_dirty"] = str(bool(_git("status", "--porcelain", "--untracked-files=no")))
@@ -90,16 +130,67 @@ def run_tags() -> dict[str, str]:
     return tags
 
 
+def run_name(label: str, params: Mapping[str, Any]) -> str:
+    """The `dvc exp` name when there is one; else `label`, the commit and a digest of the params
+    (`gru-h256-e4-3fbc223-9c1e`): one name per configuration of one commit, never a random one."""
+    if name := os.environ.get("DVC_EXP_NAME"):
+        return name
+    flat = json.dumps(params, sort_keys=True, default=str).encode("utf-8")
+    commit = _git("rev-parse", "--short=7", "HEAD")
+    return "-".join(part for part in (label, commit, hashlib.sha256(flat).hexdigest()[:4]) if part)
+
+
 @contextlib.contextmanager
-def training_run(params: Mapping[str, Any]) -> Iterator[str]:
-    """Open one MLflow run for a training, with its params and tags; yield its id."""
+def training_run(params: Mapping[str, Any], label: str = "run") -> Iterator[str]:
+    """Open one MLflow run for a training, with its params, tags and name; yield its id.
+
+    Runs of earlier trainings on this host whose process died without closing them (kill -9, a
+    power cut) are closed as KILLED first."""
     uri = configure()
-    run_name = os.environ.get("DVC_EXP_NAME")
+    experiment_id = _experiment_id(uri)
+    close_stale_runs(experiment_id)
     with mlflow.start_run(
-        experiment_id=_experiment_id(uri), run_name=run_name, tags=run_tags()
+        experiment_id=experiment_id, run_name=run_name(label, params), tags=run_tags()
     ) as run:
         mlflow.log_params({key: str(value) for key, value in params.items()})
         yield run.info.run_id
+
+
+def close_stale_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED, with a reason tag, the RUNNING runs this host started from a process that no
+    longer exists; return their ids. A live process's run (a queue worker training beside this
+    one) is left alone, and so is every run of another host: its processes cannot be seen."""
+    host = socket.gethostname()
+    client = mlflow.MlflowClient()
+    running = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
+    )
+    active = mlflow.active_run()
+    closed = []
+    for run in running:
+        pid = run.data.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if active is not None and active.info.run_id == run.info.run_id:
+            continue  # this process's own open run, not an earlier one with a recycled pid
+        reason = f"process {pid} on {host} ended without closing this run (killed?)"
+        client.set_tag(run.info.run_id, KILLED_TAG, reason)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists; this process is not the one that opened an earlier run."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def log_epoch(metrics: Mapping[str, float], epoch: int) -> None:
@@ -110,24 +201,59 @@ def log_metrics(metrics: Mapping[str, float]) -> None:
     mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
 
 
-def log_model(model_dir: Path, input_example: list[str]) -> str:
-    """Log the trained model as a pyfunc that takes raw review strings; return its model URI."""
-    from rnn_sentiment.serving import Predictor
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """The md5 of a file's bytes: the hash DVC records for it in dvc.lock."""
+    digest = hashlib.md5()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    outputs = _as_frame(Predictor.from_dir(model_dir).predict_proba(input_example))
+
+def log_dataset(
+    run_id: str, path: Path, context: str, source: DownloadParams, rows: int | None = None
+) -> None:
+    """Log the arrays at `path` as a dataset input of the run (`context`: training, evaluation),
+    named after the file, with the archive they were made from and its sha256. Its digest is
+    the md5 DVC records for the file, so a run names the exact data it saw."""
+    scheme = urllib.parse.urlparse(source.url).scheme
+    kind, key = ("http", "url") if scheme in ("http", "https") else ("local", "uri")
+    profile = {"archive_sha256": source.sha256, "dvc_md5": file_md5(path), "path": str(path)}
+    if rows is not None:
+        profile["rows"] = rows
+    dataset = Dataset(
+        name=f"imdb-{Path(path).stem}",
+        digest=profile["dvc_md5"],
+        source_type=kind,
+        source=json.dumps({key: source.url}),
+        profile=json.dumps(profile),
+    )
+    inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+    mlflow.MlflowClient().log_inputs(run_id, datasets=inputs)
+
+
+def log_model(model_dir: Path, input_example: list[str]) -> str:
+    """Log the trained model as a pyfunc that takes raw review strings; return its model URI.
+
+    Its threshold is the default until the evaluate stage records its own (`record_threshold`)."""
+    probabilities = Predictor.from_dir(model_dir, THRESHOLD).predict_proba(input_example)
+    outputs = pyfunc.as_frame(probabilities, THRESHOLD)
     with tempfile.TemporaryDirectory() as tmp:
         entry = Path(tmp) / "sentiment_model.py"
-        entry.write_text(ENTRY_SCRIPT, encoding="utf-8")
+        entry.write_text(pyfunc.ENTRY_SCRIPT, encoding="utf-8")
+        threshold = Path(tmp) / checkpoint.THRESHOLD_FILE
+        write_threshold(threshold, THRESHOLD)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(entry),
             artifacts={
-                "model": str(model_dir / checkpoint.MODEL_FILE),
-                "tokenizer": str(model_dir / checkpoint.TOKENIZER_FILE),
+                pyfunc.MODEL: str(model_dir / checkpoint.MODEL_FILE),
+                pyfunc.TOKENIZER: str(model_dir / checkpoint.TOKENIZER_FILE),
+                pyfunc.THRESHOLD_ARTIFACT: str(threshold),
             },
             code_paths=[str(Path(rnn_sentiment.__file__).parent)],
             model_config={"precision": "auto"},  # what `load_pyfunc(uri, {...})` may override
-            signature=_signature(input_example, outputs),
+            signature=pyfunc.signature(input_example, outputs),
             input_example=input_example,
             pip_requirements=_requirements(),
         )
@@ -140,36 +266,43 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name).split('+')[0]}" for name in REQUIREMENTS]
 
 
-# The reviews' input schema is `Any`, not `string`: with `string`, MLflow's server casts JSON
-# null, numbers and booleans to the strings "None", "3", "True" before the model sees them, and
-# they would be scored as text. Untouched, they reach `serving.validate`, which refuses them with
-# a message naming the review, answered as HTTP 400.
-REVIEWS_SCHEMA = Schema([ColSpec(AnyType())])
+def record_threshold(model_uri: str, threshold_file: Path) -> bool:
+    """Replace the logged model's threshold file with `threshold_file`, so its pyfunc (served,
+    loaded by any URI) labels at the threshold the model was evaluated with. The model keeps its
+    registry version. Returns False for a model logged before thresholds travelled with models.
+    """
+    info = mlflow.models.get_model_info(model_uri)
+    artifacts = info.flavors.get("python_function", {}).get("artifacts", {})
+    if pyfunc.THRESHOLD_ARTIFACT not in artifacts:
+        return False
+    logged = artifacts[pyfunc.THRESHOLD_ARTIFACT]["path"]  # e.g. artifacts/threshold.json
+    with tempfile.TemporaryDirectory() as tmp:
+        upload = Path(tmp) / posixpath.basename(logged)
+        shutil.copyfile(threshold_file, upload)
+        mlflow.MlflowClient().log_model_artifact(
+            info.model_id, str(upload), posixpath.dirname(logged)
+        )
+    return True
 
 
-def _signature(input_example: list[str], outputs: pd.DataFrame) -> ModelSignature:
-    return ModelSignature(REVIEWS_SCHEMA, infer_signature(input_example, outputs).outputs)
-
-
-def _as_frame(probabilities: np.ndarray, threshold: float = 0.5) -> pd.DataFrame:
-    labels = np.where(probabilities >= threshold, "positive", "negative")
-    return pd.DataFrame({"probability": probabilities, "label": labels})
-
-
-def _as_reviews(model_input: Any) -> list[Any]:
-    """Accept what MLflow hands a pyfunc: a string, a list, an array, a Series, or a frame (its
-    `text` column, else its first: MLflow's check against the one-input signature keeps only the
-    first). Missing values become None, for `validate` to name."""
-    if isinstance(model_input, pd.DataFrame):
-        column = "text" if "text" in model_input.columns else model_input.columns[0]
-        model_input = model_input[column]
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, pd.Series | np.ndarray):
-        model_input = model_input.tolist()
-    if not isinstance(model_input, list | tuple):
-        raise UserError(f"expected a list of reviews, got {type(model_input).__name__}")
-    return [None if pd.api.types.is_scalar(x) and pd.isna(x) else x for x in model_input]
+def log_evaluation(
+    run_id: str,
+    metrics: Mapping[str, float],
+    figures: Mapping[str, Any],
+    evaluate_params: Mapping[str, Any],
+) -> None:
+    """Log test metrics, figures and the evaluate params they were scored with into the training's
+    run, by id: its status stays as the training left it. The params go in as tags, since a
+    re-evaluation (another threshold) must be able to replace them; MLflow params cannot be."""
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(f"test_{key}", float(value), now, 0) for key, value in metrics.items()],
+        tags=[RunTag(key, str(value)) for key, value in evaluate_params.items()],
+    )
+    for name, figure in figures.items():
+        client.log_figure(run_id, figure, f"plots/{name}.png")
 
 
 def load_pyfunc(uri: str, model_config: dict[str, Any] | None = None) -> mlflow.pyfunc.PyFuncModel:
@@ -194,71 +327,3 @@ def _require_store(uri: str, store: str) -> None:
             f"no MLflow store at {store} to find {uri} in: run `dvc repro` to fill it, or set "
             "MLFLOW_TRACKING_URI to the store that holds the model"
         )
-
-
-class SentimentPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: raw review strings in, `probability` and `label` per review out."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from rnn_sentiment.serving import Predictor
-
-        precision = (context.model_config or {}).get("precision", "auto")
-        self.predictor = Predictor.from_files(
-            context.artifacts["model"], context.artifacts["tokenizer"], precision=precision
-        )
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> pd.DataFrame:
-        """Score the reviews MLflow hands over, after checking them against the signature.
-
-        `pd.DataFrame` is the one input hint MLflow neither validates nor builds a signature from
-        (an unannotated `predict` gets a warning on every import); the signature stays the one
-        `log_model` writes, and `_as_reviews` still takes any list-like input.
-        """
-        try:
-            probabilities = self.predictor.predict_proba(_as_reviews(model_input))
-        except UserError as err:
-            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
-        return _as_frame(probabilities, self.predictor.threshold)
-
-
-def record_evaluation(
-    run_id: str,
-    model_uri: str,
-    metrics: Mapping[str, float],
-    figures: Mapping[str, Any],
-    model_name: str,
-) -> dict[str, Any]:
-    """Log test metrics and figures into the training's run, register its model, and move the
-    `champion` alias to it only when its test accuracy beats the current champion's."""
-    configure()
-    with mlflow.start_run(run_id=run_id):
-        log_metrics({f"test_{key}": value for key, value in metrics.items()})
-        for name, figure in figures.items():
-            mlflow.log_figure(figure, f"plots/{name}.png")
-    version = mlflow.register_model(
-        model_uri, model_name, tags={"test_accuracy": str(metrics["accuracy"])}
-    )
-    client = mlflow.MlflowClient()
-    champion_accuracy = _champion_accuracy(client, model_name)
-    promoted = champion_accuracy is None or metrics["accuracy"] > champion_accuracy
-    if promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version.version)
-    return {
-        "version": int(version.version),
-        "champion": promoted,
-        "champion_accuracy": champion_accuracy,
-    }
-
-
-def _champion_accuracy(client: mlflow.MlflowClient, model_name: str) -> float | None:
-    try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
-    accuracy = champion.tags.get("test_accuracy")
-    return None if accuracy is None else float(accuracy)

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import mlflow
 import numpy as np
 import pytest
 import torch
 
+from rnn_sentiment import checkpoint, tracking
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import ModelParams, TrainParams
 from rnn_sentiment.stages import train
 from rnn_sentiment.training import Split, predict_logits
 from tests.conftest import synthetic_padded
+from tests.mlflow_server import free_port
+from tests.stages.tiny_stages import ARCHIVE, train_argv, write_inputs
 
 TINY = TrainParams(
     model=ModelParams(cell="gru", embedding_dim=16, hidden_dim=16, pooling="mean_max"),
@@ -137,31 +146,95 @@ def test_mixed_precision_learns_and_repeats(data) -> None:
     assert first.history[-1].val_loss == second.history[-1].val_loss
 
 
-def train_argv(tmp_path, arrays: dict, tokenizer) -> list[str]:
-    """`train.main`'s arguments for `arrays` and `tokenizer`, written under tmp_path."""
-    from rnn_sentiment.files import write_npz
+def runs() -> list[mlflow.entities.Run]:
+    tracking.configure()
+    return mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list")
 
-    write_npz(tmp_path / "padded" / "train.npz", **arrays)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "params.yaml").write_text("base:\n  seed: 0\n", encoding="utf-8")
-    argv = ["--params", str(tmp_path / "params.yaml"), "--padded-dir", str(tmp_path / "padded")]
-    argv += ["--tokenizer", str(tmp_path / "tokenizer.json"), "--model-dir", str(tmp_path / "m")]
-    return [*argv, "--metrics", str(tmp_path / "train.json"), "--curve", str(tmp_path / "c.csv")]
+
+def test_main_records_the_data_the_params_and_a_name_a_person_can_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    root = write_inputs(tmp_path)
+    assert train.main(train_argv(root)) == 0
+
+    (run,) = runs()
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name.startswith("gru-h4-e1-")
+    params = run.data.params
+    assert (params["download.url"], params["download.sha256"]) == (
+        ARCHIVE["url"],
+        ARCHIVE["sha256"],
+    )
+    assert not any(key.startswith("evaluate.") for key in params)  # evaluate records its own
+    assert run.data.metrics["best_val_accuracy"] >= 0
+    (data,) = run.inputs.dataset_inputs
+    md5 = hashlib.md5((root / "padded/train.npz").read_bytes()).hexdigest()
+    assert (data.tags[0].value, data.dataset.digest) == ("training", md5)
+    assert json.loads(data.dataset.profile)["archive_sha256"] == ARCHIVE["sha256"]
+    written = json.loads((root / "models" / checkpoint.RUN_FILE).read_text())
+    assert written["run_id"] == run.info.run_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "groups", "message"),
+    [
+        (
+            {"train.model.input_layers": [0]},
+            None,
+            "train.model.input_layers.0: Input should be greater",
+        ),
+        ({}, np.zeros(40, dtype=np.int32), "holds 1 movies, too few to hold out"),
+    ],
+    ids=["model config", "validation split"],
+)
+def test_a_bad_config_or_split_fails_before_any_run_opens(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    changes: dict,
+    groups: np.ndarray | None,
+    message: str,
+) -> None:
+    root = write_inputs(tmp_path, groups=groups, **changes)
+    assert train.main(train_argv(root)) == 2
+    assert message in capsys.readouterr().err
+    assert runs() == []
+    assert not (root / "models").exists()
+
+
+def test_an_unreachable_tracking_server_fails_at_once_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    root = write_inputs(tmp_path)
+    start = time.monotonic()
+    assert train.main(train_argv(root)) == 2
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no MLflow tracking server answers at {uri} (")
+    assert err.count("\n") == 1
 
 
 def test_token_ids_beyond_the_tokenizer_are_refused_in_one_line(tmp_path, capsys) -> None:
-    arrays, tokenizer = synthetic_padded(per_class=8)
-    vocab_size = tokenizer.get_vocab_size()
-    arrays["ids"][3, 0] = vocab_size + 7  # as if padded with a larger tokenizer's ids
+    from rnn_sentiment import text
+    from rnn_sentiment.files import read_npz, write_npz
 
-    assert train.main(train_argv(tmp_path, arrays, tokenizer)) == 2
+    root = write_inputs(tmp_path)
+    vocab_size = text.load(str(root / "tokenizer.json")).get_vocab_size()
+    arrays = read_npz(root / "padded" / "train.npz")
+    arrays["ids"][3, 0] = vocab_size + 7  # as if padded with a larger tokenizer's ids
+    write_npz(root / "padded" / "train.npz", **arrays)
+
+    assert train.main(train_argv(root)) == 2
     err = capsys.readouterr().err
     assert err.startswith(
-        f"error: {tmp_path / 'padded' / 'train.npz'} holds token ids up to {vocab_size + 7} but "
-        f"tokenizer {tmp_path / 'tokenizer.json'} has {vocab_size}"
+        f"error: {root / 'padded' / 'train.npz'} holds token ids up to {vocab_size + 7} but "
+        f"tokenizer {root / 'tokenizer.json'} has {vocab_size}"
     )
     assert "dvc repro" in err and err.count("\n") == 1
-    assert not (tmp_path / "m").exists()
+    assert not (root / "models").exists()
 
 
 def test_ctrl_c_while_training_marks_the_mlflow_run_failed(tmp_path, capsys, monkeypatch) -> None:
@@ -170,15 +243,15 @@ def test_ctrl_c_while_training_marks_the_mlflow_run_failed(tmp_path, capsys, mon
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "run", interrupted)
-    arrays, tokenizer = synthetic_padded(per_class=8)
+    monkeypatch.setattr(train, "fit_prepared", interrupted)
+    root = write_inputs(tmp_path)
 
     try:
-        code = train.main(train_argv(tmp_path, arrays, tokenizer))
+        code = train.main(train_argv(root))
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C escaped as a KeyboardInterrupt")
     assert code == 130
     assert capsys.readouterr().err.endswith("interrupted\n")  # after MLflow's own log lines
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert [run.info.status for run in runs] == ["FAILED"]
-    assert not (tmp_path / "m").exists()
+    assert not (root / "models").exists()

@@ -1,8 +1,11 @@
 """evaluate stage: score the trained model on the held-out test split, once.
 
 Writes the test metrics (`dvc metrics show`), the curves DVC plots render (ROC, precision-recall,
-confusion matrix), and logs both into the training's MLflow run; then registers the model and
-moves the `champion` alias to it only when it beats the current champion on test accuracy.
+confusion matrix) and the threshold the labels were scored with (`threshold.json`, beside the
+model: every path that labels reviews reads it). Logs them into the training's MLflow run and
+puts the threshold into its logged model; then registers the model (once) and moves the
+`champion` alias to it only when it beats the champion on validation (`registry.py`): the test
+score is reported beside, never used to choose.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from rnn_sentiment import params as params_lib
 from rnn_sentiment.files import atomic_path, read_npz, require_file, write_json
 from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.params import EvaluateParams
-from rnn_sentiment.stages.train import RUN_FILE
+from rnn_sentiment.serving import write_threshold
 from rnn_sentiment.training import choose_device, predict_logits
 
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for `dvc plots diff`
@@ -126,29 +129,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
+    # Here, not at the top: `run` works without MLflow.
+    from rnn_sentiment import registry, tracking
 
-    params = params_lib.load(args.params).evaluate
+    all_params = params_lib.load(args.params)
+    params = all_params.evaluate
+    tracking.configure()  # an unreachable tracking server fails now, before any work
     device = choose_device()
     trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)
-    run_info = json.loads(require_file(args.model_dir / RUN_FILE).read_text(encoding="utf-8"))
+    run_file = require_file(args.model_dir / checkpoint.RUN_FILE)
+    run_info = json.loads(run_file.read_text(encoding="utf-8"))
     history = pd.read_csv(require_file(args.curve))
-    metrics, tables = run(params, trained.model, read_npz(args.padded_dir / "test.npz"), device)
+    test_file = args.padded_dir / "test.npz"
+    arrays = read_npz(test_file)
+    metrics, tables = run(params, trained.model, arrays, device)
     for name, table in tables.items():
         with atomic_path(args.plots_dir / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False, float_format="%.6f")
-    registry = tracking.record_evaluation(
-        run_info["run_id"],
-        run_info["model_uri"],
-        metrics,
-        figures(tables, history),
-        params.registered_model_name,
+    threshold_file = args.model_dir / checkpoint.THRESHOLD_FILE
+    write_threshold(threshold_file, params.threshold)
+    run_id, model_uri = run_info["run_id"], run_info["model_uri"]
+    tracking.log_evaluation(
+        run_id, metrics, figures(tables, history), params_lib.flatten(params, "evaluate.")
     )
+    rows = len(arrays["labels"])
+    tracking.log_dataset(run_id, test_file, "evaluation", all_params.download, rows)
+    if not tracking.record_threshold(model_uri, threshold_file):
+        print(f"note: {model_uri} predates thresholds in models: MLflow serves it at 0.5; retrain")
+    promotion = registry.record(run_id, model_uri, metrics, params)
     write_json(metrics, args.metrics)
-    status = "new champion" if registry["champion"] else "champion unchanged"
     print(
         f"evaluate: test accuracy {metrics['accuracy']:.4f}, ROC AUC {metrics['roc_auc']:.4f}; "
-        f"{params.registered_model_name} v{registry['version']} ({status})"
+        f"{params.registered_model_name} {promotion.describe()}"
     )
     return 0
 

@@ -18,34 +18,14 @@ from rnn_sentiment import budget
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.files import read_parquet, write_npz
 from rnn_sentiment.lifecycle import stage_main
+from rnn_sentiment.padding import pad_sequences
 from rnn_sentiment.params import PadParams
-from rnn_sentiment.text import PAD_ID
 
 SPLITS = ("train", "test")
 TOKEN_COLUMNS = ("label", "ids")  # needed in each token table; `movie` is used where present
 # Bytes per cell of `[N, maxlen]` that `pad_sequences` holds besides the ids while it runs: column
 # positions and source indices in int64, and the mask (at most 25 measured with tracemalloc).
 PADDING_TEMPORARIES = 26
-
-
-def pad_sequences(
-    values: np.ndarray, offsets: np.ndarray, params: PadParams
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pad ragged rows (flat `values` cut at `offsets`) to `[N, maxlen]`; return ids and lengths.
-
-    Vectorised: row i keeps `kept_i = min(len_i, maxlen)` tokens, taken from its start or its end
-    (`truncating`) and placed at the left or the right of its padded row (`padding`).
-    """
-    maxlen = params.maxlen
-    lengths = np.diff(offsets)
-    kept = np.minimum(lengths, maxlen)
-    first = offsets[:-1] + (lengths - kept if params.truncating == "pre" else 0)
-    start_col = maxlen - kept if params.padding == "pre" else np.zeros_like(kept)
-    position = np.arange(maxlen)[None, :] - start_col[:, None]  # [N, maxlen] index in the kept run
-    inside = (position >= 0) & (position < kept[:, None])
-    ids = np.full((len(kept), maxlen), PAD_ID, dtype=np.int32)
-    ids[inside] = values[(first[:, None] + position)[inside]]
-    return ids, kept.astype(np.int32)
 
 
 def padded_bytes(rows: Sequence[int], maxlen: int) -> int:

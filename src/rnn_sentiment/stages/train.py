@@ -1,9 +1,9 @@
 """train stage: fit the recurrent model on the train split, select the best epoch on validation.
 
 The validation split is carved from train (stratified, seeded, whole movies): the test split is
-never looked at here. Outputs the checkpoint and the tokenizer it needs (`models/`, enough to
-serve), the training metrics and the per-epoch curve, and one MLflow run holding all of it plus
-the pyfunc model.
+never looked at here. Outputs the checkpoint, the tokenizer it needs and the MLflow run's ids
+(`models/`, enough to serve), the training metrics and the per-epoch curve, and one MLflow run
+holding all of it plus the pyfunc model. Params and data are checked before the run opens.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
 
-RUN_FILE = "mlflow_run.json"
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never get back."]
 
 
@@ -78,6 +77,31 @@ def split_validation(
     )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What a training starts from, checked: the model config and the train/validation splits."""
+
+    config: ModelConfig
+    train: Split
+    val: Split
+
+
+def prepare(
+    params: TrainParams, seed: int, arrays: dict[str, np.ndarray], vocab_size: int
+) -> Prepared:
+    """Build the model config and carve the validation split: all that bad params or data can
+    fail on, so `main` checks it before opening an MLflow run, which a mistake would leave FAILED.
+    """
+    try:
+        config = ModelConfig.from_dict({**params.model.model_dump(), "vocab_size": vocab_size})
+    except ValueError as err:
+        raise UserError(f"train.model: {err}") from None
+    train, val = split_validation(
+        arrays["ids"], arrays["labels"], arrays["groups"], params.val_fraction, seed
+    )
+    return Prepared(config, train, val)
+
+
 def run(
     params: TrainParams,
     seed: int,
@@ -87,17 +111,21 @@ def run(
     on_epoch=lambda stats: None,
 ) -> TrainResult:
     """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
+    return fit_prepared(prepare(params, seed, arrays, vocab_size), params, seed, device, on_epoch)
+
+
+def fit_prepared(
+    prepared: Prepared,
+    params: TrainParams,
+    seed: int,
+    device: torch.device,
+    on_epoch=lambda stats: None,
+) -> TrainResult:
+    """Build the model from a checked config and fit it; return it at its best epoch."""
     seed_everything(seed)
-    try:
-        config = ModelConfig.from_dict({**params.model.model_dump(), "vocab_size": vocab_size})
-    except ValueError as err:
-        raise UserError(f"train.model: {err}") from None
-    train, val = split_validation(
-        arrays["ids"], arrays["labels"], arrays["groups"], params.val_fraction, seed
-    )
-    model = build(config)
-    model.learn_ngrams(train.ids)
-    history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
+    model = build(prepared.config)
+    model.learn_ngrams(prepared.train.ids)
+    history, best_epoch = fit(model, prepared.train, prepared.val, params, seed, device, on_epoch)
     return TrainResult(model, history, best_epoch)
 
 
@@ -114,24 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
 
     params = params_lib.load(args.params)
-    arrays = read_npz(args.padded_dir / "train.npz")
+    tracking.configure()  # an unreachable tracking server fails now, before any work
+    train_file = args.padded_dir / "train.npz"
+    arrays = read_npz(train_file)
     vocab_size = tokenizer_vocab_size(args.tokenizer)
-    text.check_ids(arrays["ids"], vocab_size, args.padded_dir / "train.npz", args.tokenizer)
+    text.check_ids(arrays["ids"], vocab_size, train_file, args.tokenizer)
     budget.check_train(params, vocab_size, arrays["ids"].shape)
+    prepared = prepare(params.train, params.base.seed, arrays, vocab_size)
     device = choose_device()
-    with tracking.training_run(tracked_params(params)) as run_id:
-        result = run(
-            params.train,
-            params.base.seed,
-            arrays,
-            vocab_size,
-            device,
-            on_epoch=report_epoch,
+    with tracking.training_run(tracked_params(params), run_label(params.train)) as run_id:
+        tracking.log_dataset(run_id, train_file, "training", params.download, len(arrays["labels"]))
+        result = fit_prepared(
+            prepared, params.train, params.base.seed, device, on_epoch=report_epoch
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
         model_uri = tracking.log_model(args.model_dir, EXAMPLE_REVIEWS)
-        write_json({"run_id": run_id, "model_uri": model_uri}, args.model_dir / RUN_FILE)
+        run_file = args.model_dir / checkpoint.RUN_FILE
+        write_json({"run_id": run_id, "model_uri": model_uri}, run_file)
     write_json(result.metrics | {"device": device.type}, args.metrics)
     curve = pd.DataFrame([stats.as_dict() for stats in result.history])
     with atomic_path(args.curve) as tmp:
@@ -162,8 +190,15 @@ def tokenizer_vocab_size(path: Path) -> int:
 
 
 def tracked_params(params: params_lib.Params) -> dict[str, object]:
-    """The params that shaped the model: everything but where the archive was fetched from."""
-    return {k: v for k, v in params_lib.flatten(params).items() if not k.startswith("download.")}
+    """The params of a training: where its data came from and all that shaped the model. Not the
+    evaluate block: the evaluate stage records the values it scores with, which may change after
+    the training (`tracking.log_evaluation`)."""
+    return {k: v for k, v in params_lib.flatten(params).items() if not k.startswith("evaluate.")}
+
+
+def run_label(params: TrainParams) -> str:
+    """The start of a run's name, what tells trainings apart at a glance: `gru-h256-e4`."""
+    return f"{params.model.cell}-h{params.model.hidden_dim}-e{params.epochs}"
 
 
 def write_model_dir(
