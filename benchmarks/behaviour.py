@@ -247,7 +247,7 @@ def read_reviews(args: argparse.Namespace) -> pd.DataFrame | None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.compare import TfidfLogreg
+    from benchmarks.tfidf import TfidfLogreg
     from rnn_sentiment.serving import Predictor
 
     args = parse_args(argv)

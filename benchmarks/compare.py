@@ -14,13 +14,15 @@ import concurrent.futures
 import multiprocessing
 import platform
 import resource
+import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROWS = ("tutorial_as_written", "tutorial", "default", "best", "tfidf_logreg")
 
@@ -118,29 +120,10 @@ def preset(reviews: pd.DataFrame, name: str) -> dict:
     }
 
 
-class TfidfLogreg:
-    """TF-IDF of word uni- and bigrams with logistic regression: the linear baseline to beat.
-
-    Fitted on construction; `predict_proba` gives each text's probability of being positive.
-    """
-
-    def __init__(self, texts: Sequence[str], labels: Sequence[int]) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
-        self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        features = self.vectorizer.fit_transform(_without_breaks(texts))
-        self.model = LogisticRegression(C=10, max_iter=1000).fit(features, labels)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.predict_proba(self.vectorizer.transform(_without_breaks(texts)))[:, 1]
-
-
-def _without_breaks(texts: Sequence[str]) -> list[str]:
-    return [text.replace("<br />", " ") for text in texts]
-
-
 def tfidf_logreg(reviews: pd.DataFrame) -> dict:
+    """The linear baseline (benchmarks/tfidf.py), its import kept out of the fit's time."""
+    from benchmarks.tfidf import TfidfLogreg
+
     train, test = reviews[reviews.split == "train"], reviews[reviews.split == "test"]
     start = time.perf_counter()
     model = TfidfLogreg(train.text, train.label)
