@@ -3,7 +3,8 @@
 Trained on sentiment alone, the embedding puts words that push a review the same way close
 together ("boring" beside "dull", "masterpiece" beside "superb"): that is what the model learned
 words mean. `rnn-sentiment neighbours WORD...` prints the neighbours; `embedding_report` gives
-them with the map, for the training's MLflow run.
+them with the map, for the training's MLflow run. Words only: with `bigrams` or `trigrams`, a
+phrase adds a vector of its own to its last word's, and those phrase vectors are left out.
 
 An ensemble's members each learn their own embedding space, whose axes mean nothing to the other
 members, so their vectors cannot be averaged. Each member's word vectors are scaled to unit
