@@ -1,8 +1,7 @@
 """A trained model's word embedding, made visible: each word's nearest neighbours, and a 2-D map.
 
-Trained on sentiment alone, the embedding puts words that push a review the same way close
-together ("boring" beside "dull", "masterpiece" beside "superb"): that is what the model learned
-words mean. `rnn-sentiment neighbours WORD...` prints the neighbours; `embedding_report` gives
+Trained on sentiment alone, the embedding tends to put words that push a review the same way
+close together, such as "boring" and "dull": that is what the model learned words mean. `rnn-sentiment neighbours WORD...` prints the neighbours; `embedding_report` gives
 them with the map, for the training's MLflow run. Words only: with `bigrams` or `trigrams`, a
 phrase adds a vector of its own to its last word's, and those phrase vectors are left out.
 
