@@ -127,7 +127,11 @@ def main() -> None:
     predictors = {"float32": exact}
     auto = serving_dtype("auto", exact.device)
     if auto != torch.float32:
-        predictors[f"auto: {str(auto).removeprefix('torch.')}"] = Predictor.from_dir(args.model_dir)
+        predictor = Predictor.from_dir(args.model_dir)
+        name = f"auto: {str(auto).removeprefix('torch.')}"
+        if predictor.float32_below > 1:  # smaller calls run in float32
+            name += f" from {predictor.float32_below} reviews"
+        predictors[name] = predictor
     reference = exact.predict_proba(reviews)
     rows, moved = {}, {}
     for name, predictor in predictors.items():

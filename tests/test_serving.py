@@ -18,8 +18,9 @@ from mlflow.exceptions import MlflowException
 
 from rnn_sentiment import checkpoint, cli, registry, tracking
 from rnn_sentiment.errors import UserError
+from rnn_sentiment.models import ModelConfig, build
 from rnn_sentiment.params import EvaluateParams, ModelParams, PadParams, Params, TrainParams
-from rnn_sentiment.serving import Predictor, serving_dtype, write_threshold
+from rnn_sentiment.serving import FLOAT32_BELOW, Predictor, serving_dtype, write_threshold
 from rnn_sentiment.stages import train
 from tests.conftest import synthetic_padded
 from tests.mlflow_server import invoke, mlflow_server
@@ -160,6 +161,30 @@ def test_bfloat16_moves_probabilities_little_and_leaves_the_callers_model_alone(
     np.testing.assert_allclose(
         fast.predict_proba(REVIEWS), exact.predict_proba(REVIEWS), rtol=0, atol=0.01
     )
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "lstm"])
+def test_auto_runs_small_calls_of_a_stepwise_cell_in_float32(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch, cell: str
+) -> None:
+    """On a CPU with native bfloat16, `auto` runs a call of fewer than FLOAT32_BELOW[cell]
+    reviews in float32, where that is faster (GRU, RNN), and larger ones in bfloat16."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    loaded = Predictor.from_dir(trained.model_dir, precision="float32")
+    config = ModelConfig(vocab_size=loaded.tokenizer.get_vocab_size(), hidden_dim=8, cell=cell)
+    torch.manual_seed(0)
+    model = build(config).eval()
+    exact, fast, auto = (
+        Predictor(model, loaded.tokenizer, loaded.pad, precision=precision)
+        for precision in ("float32", "bfloat16", "auto")
+    )
+    reviews = REVIEWS * 3
+    assert not np.array_equal(exact.predict_proba(reviews[:1]), fast.predict_proba(reviews[:1]))
+    below = FLOAT32_BELOW[cell]
+    for count in sorted({1, max(below - 1, 1), max(below, 1)}):
+        expected = (exact if count < below else fast).predict_proba(reviews[:count])
+        np.testing.assert_array_equal(auto.predict_proba(reviews[:count]), expected)
+    assert next(model.parameters()).dtype == torch.float32
 
 
 def test_auto_precision_keeps_float32_on_a_gpu_and_an_unknown_one_is_refused(

@@ -8,6 +8,7 @@ import sys
 
 COMMANDS = {
     "predict": ("rnn_sentiment.predict", "main", "sentiment of reviews given as text or a file"),
+    "neighbours": ("rnn_sentiment.embeddings", "main", "nearest words in a model's embedding"),
     "preset": ("rnn_sentiment.presets", "main", "print a named configuration as dvc exp -S args"),
     "bptt-check": ("rnn_sentiment.bptt", "check_main", "hand-written BPTT gradients vs autograd"),
     "bptt-demo": ("rnn_sentiment.bptt", "demo_main", "the tutorial's worked BPTT example"),

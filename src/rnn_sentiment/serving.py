@@ -8,8 +8,9 @@ same label from each of them too.
 
 On a CPU that computes bfloat16 natively (AVX512-BF16 or AMX), serving runs the model in bfloat16
 by default: the recurrence runs about 3x faster and a probability moves by less than 0.005
-(measured on IMDB test reviews, same accuracy). `precision="float32"` gives the evaluate stage's
-numbers exactly.
+(measured on IMDB test reviews, same accuracy). A call of few reviews to a GRU or plain RNN runs
+in float32 instead, which is faster there (`FLOAT32_BELOW`). `precision="float32"` gives the
+evaluate stage's numbers exactly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ BATCH_SIZE = 256
 Precision = Literal["auto", "float32", "bfloat16"]
 # The labels of a model no evaluation has given a threshold: the evaluate stage's default.
 THRESHOLD = EvaluateParams().threshold
+# Under `auto` on a CPU with native bfloat16, a call of fewer reviews than this runs in float32,
+# by recurrent cell. A GRU's or plain RNN's recurrence is torch's loop of small matrix products,
+# one per step, which for few rows cost more in bfloat16 than in float32 (CPU time for one review
+# of the default GRU: 9.6 ms against 7.1 ms); an LSTM runs oneDNN's fused kernel, faster in
+# bfloat16 even for one review. Measured on an AVX512-BF16 CPU; docs/serving.md has the table.
+FLOAT32_BELOW = {"rnn": 12, "gru": 3, "lstm": 0}
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ class Scorer(Protocol):
 
 def serving_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype to run the model in: `auto` is bfloat16 where the CPU has native bfloat16 math,
-    float32 elsewhere (emulated bfloat16 is slower than float32, and GPUs are fast enough)."""
+    float32 elsewhere (emulated bfloat16 is slower than float32, and GPUs are fast enough); but
+    see `FLOAT32_BELOW`."""
     if precision not in get_args(Precision):
         raise UserError(
             f"unknown precision '{precision}'; choose one of {', '.join(get_args(Precision))}"
@@ -80,6 +88,10 @@ class Predictor:
         dtype = serving_dtype(precision, self.device)
         # A copy, so that the caller's model keeps its own dtype.
         self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+        # Where `auto` runs small calls in float32, the float32 weights stay beside the bfloat16
+        # copy, in 1.5 times the memory of the float32 weights alone.
+        self.float32_below = FLOAT32_BELOW[model.config.cell] if precision == "auto" else 0
+        self.float32_model = model if self.float32_below else self.model
         self.tokenizer = tokenizer
         self.pad = pad
         self.threshold = threshold
@@ -142,8 +154,9 @@ class Predictor:
             (i for ids in token_ids for i in ids), dtype=np.int64, count=int(offsets[-1])
         )
         padded, _ = pad_sequences(values, offsets, self.pad)
+        model = self.float32_model if len(reviews) < self.float32_below else self.model
         logits = predict_logits(
-            self.model, torch.from_numpy(padded.astype(np.int64)), BATCH_SIZE, self.device
+            model, torch.from_numpy(padded.astype(np.int64)), BATCH_SIZE, self.device
         )
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
