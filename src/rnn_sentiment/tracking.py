@@ -201,6 +201,12 @@ def log_metrics(metrics: Mapping[str, float]) -> None:
     mlflow.log_metrics({key: float(value) for key, value in metrics.items()})
 
 
+def log_embedding(neighbours: str, word_map: Any) -> None:
+    """The probe words' nearest neighbours and the map of frequent words, under `embedding/`."""
+    mlflow.log_text(neighbours, "embedding/neighbours.txt")
+    mlflow.log_figure(word_map, "embedding/map.png")
+
+
 def file_md5(path: str | os.PathLike[str]) -> str:
     """The md5 of a file's bytes: the hash DVC records for it in dvc.lock."""
     digest = hashlib.md5()

@@ -174,6 +174,8 @@ def test_main_records_the_data_the_params_and_a_name_a_person_can_read(
     assert json.loads(data.dataset.profile)["archive_sha256"] == ARCHIVE["sha256"]
     written = json.loads((root / "models" / checkpoint.RUN_FILE).read_text())
     assert written["run_id"] == run.info.run_id
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "embedding")}
+    assert logged == {"embedding/neighbours.txt", "embedding/map.png"}
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from rnn_sentiment import budget, checkpoint, text
 from rnn_sentiment import params as params_lib
+from rnn_sentiment.embeddings import embedding_report
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_npz, write_json
 from rnn_sentiment.lifecycle import stage_main
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             prepared, params.train, params.base.seed, device, on_epoch=report_epoch
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
+        tracking.log_embedding(*embedding_report(result.model, text.load(str(args.tokenizer))))
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
         model_uri = tracking.log_model(args.model_dir, EXAMPLE_REVIEWS)
         run_file = args.model_dir / checkpoint.RUN_FILE
