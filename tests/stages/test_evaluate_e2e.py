@@ -26,13 +26,13 @@ def predict(repo: Path) -> tuple[list[str], list[float]]:
 
 def test_a_new_threshold_relabels_every_path_and_registers_nothing_new(tmp_path: Path) -> None:
     repo = make_sample_repo(tmp_path)
-    assert repro(repo) == ["download", "tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "download", "tokenize", "pad", "train", "evaluate"]
     assert (repo / "models/threshold.json").is_file()
     _, probabilities = predict(repo)
     threshold = flipping_threshold(probabilities)
 
     set_params(repo, **{"evaluate.threshold": threshold})
-    assert repro(repo) == ["evaluate"]
+    assert repro(repo) == ["validate", "evaluate"]
     printed, _ = predict(repo)
     assert printed == labels(probabilities, threshold) != labels(probabilities, 0.5)
     served = mlflow.pyfunc.load_model("models:/rnn-sentiment@champion").predict(REVIEWS)
