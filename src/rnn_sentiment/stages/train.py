@@ -20,8 +20,9 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import checkpoint
+from rnn_sentiment import checkpoint, distributed
 from rnn_sentiment import params as params_lib
+from rnn_sentiment.distributed import SINGLE, Shard
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, write_json
 from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
@@ -86,8 +87,12 @@ def run(
     vocab_size: int,
     device: torch.device,
     on_epoch=lambda stats: None,
+    shard: Shard = SINGLE,
 ) -> TrainResult:
-    """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
+    """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch.
+
+    With a `shard`, this process is one rank of a distributed training: every rank splits and
+    learns n-grams from the whole train split alike, and trains on its share of each batch."""
     seed_everything(seed)
     try:
         config = ModelConfig(vocab_size=vocab_size, **params.model.model_dump())
@@ -98,7 +103,7 @@ def run(
     )
     model = build(config)
     model.learn_ngrams(train.ids)
-    history, best_epoch = fit(model, train, val, params, seed, device, on_epoch)
+    history, best_epoch = fit(model, train, val, params, seed, device, on_epoch, shard)
     return TrainResult(model, history, best_epoch)
 
 
@@ -115,12 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
 
     params = params_lib.load(args.params)
+    if distributed.must_launch(params.train.distributed):  # start the workers, each runs `main`
+        distributed.launch(
+            main, (argv if argv is not None else sys.argv[1:],), params.train.distributed
+        )
+        return 0
+    shard, device = distributed.join(params.train.distributed, choose_device())
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
-    device = choose_device()
     # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
     # closed as failed instead of staying "running" forever.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if not shard.is_main:  # ranks other than 0 train in step with it; it tracks and writes
+        run(params.train, params.base.seed, arrays, vocab_size, device, shard=shard)
+        return 0
     with tracking.training_run(tracked_params(params)) as run_id:
         result = run(
             params.train,
@@ -129,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             vocab_size,
             device,
             on_epoch=report_epoch,
+            shard=shard,
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
