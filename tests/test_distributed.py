@@ -250,6 +250,7 @@ def test_torchrun_starts_the_stage_as_its_workers(tmp_path) -> None:
     arrays, tokenizer = synthetic_padded(per_class=60)
     args = stage_files(tmp_path, arrays, tokenizer, TINY.model_copy(update={"distributed": TWO}))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    torchrun.append(f"--log-dir={tmp_path / 'torchrun'}")  # not a folder of its own in /tmp
     done = subprocess.run(
         [*torchrun, "-m", "rnn_sentiment.stages.train", *args], capture_output=True, text=True
     )
