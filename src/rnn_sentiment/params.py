@@ -85,6 +85,13 @@ class ModelParams(_Block):
     members: Size = 1  # networks initialised apart; their mean logit is the output
 
 
+class DistributedParams(_Block):
+    """Processes that train one model together (DistributedDataParallel); docs/distributed.md."""
+
+    workers: int = Field(1, ge=1)  # processes per machine, one per GPU on CUDA; 1 = no DDP
+    nodes: int = Field(1, ge=1)  # machines; where they meet comes from the environment
+
+
 class TrainParams(_Block):
     model: ModelParams = ModelParams()
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -100,6 +107,7 @@ class TrainParams(_Block):
     bucket_by_length: StrictBool = True
     # bfloat16: mixed precision (autocast) for training and validation, weights kept in float32.
     precision: Literal["float32", "bfloat16"] = "float32"
+    distributed: DistributedParams = DistributedParams()
 
 
 class EvaluateParams(_Block):

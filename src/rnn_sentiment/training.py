@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnn_sentiment.distributed import SINGLE, Shard
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.progress import progress
@@ -112,22 +113,25 @@ def train_one_epoch(
     clip_grad_norm: float | None,
     dtype: torch.dtype = torch.float32,
     description: str = "train",
+    shard: Shard = SINGLE,
 ) -> tuple[float, float]:
     """One pass over `index_batches` in `dtype` (see `precision`); returns the mean loss and the
-    accuracy on the fly. A loss that is not finite stops training (`require_finite`)."""
+    accuracy on the fly. A loss that is not finite stops training (`require_finite`). With a
+    `shard`, this rank trains on its rows of each batch."""
     model.train()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total_loss, correct = 0.0, 0
     bar = progress(index_batches, desc=description, unit="batch", leave=False)
     for number, index in enumerate(bar, 1):
-        ids = data.ids[index].to(device)
-        labels = data.labels[index].to(device)
+        rows, weight = shard.batch(index)  # all rows and weight 1 in a single process
+        ids = data.ids[rows].to(device)
+        labels = data.labels[rows].to(device)
         optimizer.zero_grad(set_to_none=True)
         with precision(dtype, device):
             logits = model(ids).float()  # [B], or [M, B]: each ensemble member has its own loss
-        members = logits.numel() // len(index)
-        loss = loss_fn(logits, labels.expand_as(logits)) / members  # summed over the batch
-        (loss / len(index)).backward()
+        members = logits.numel() // len(rows)
+        loss = loss_fn(logits, labels.expand_as(logits)) / members  # summed over the rows
+        (loss * weight / len(index)).backward()  # see `Shard.batch`: the mean over the batch
         if clip_grad_norm is not None:
             # Recurrent gradients can explode over long reviews; clipping keeps BPTT stable.
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
@@ -137,9 +141,11 @@ def train_one_epoch(
         )
         optimizer.step()
         schedule.step()
-        total_loss += value
-        predicted = logits.detach().reshape(members, -1).mean(0) > 0
-        correct += (predicted == (labels > 0.5)).sum().item()
+        if weight:  # a stand-in row of a rank left without rows is not counted
+            total_loss += value
+            predicted = logits.detach().reshape(members, -1).mean(0) > 0
+            correct += (predicted == (labels > 0.5)).sum().item()
+    total_loss, correct = shard.sum(total_loss, correct)
     return total_loss / len(data), correct / len(data)
 
 
@@ -167,9 +173,13 @@ def evaluate_split(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
+    shard: Shard = SINGLE,
 ) -> tuple[float, float]:
-    """Mean BCE loss and accuracy of `model` on `data`."""
-    logits = torch.from_numpy(predict_logits(model, data.ids, batch_size, device, dtype))
+    """Mean BCE loss and accuracy of `model` on `data`. With a `shard`, each rank scores its rows
+    and all of them compute the same figures from the gathered logits."""
+    rows = shard.rows(np.arange(len(data)))
+    local = torch.from_numpy(predict_logits(model, data.ids[rows], batch_size, device, dtype))
+    logits = shard.gather(local, len(data))
     loss = nn.functional.binary_cross_entropy_with_logits(logits, data.labels).item()
     accuracy = ((logits > 0) == (data.labels > 0.5)).float().mean().item()
     return loss, accuracy
@@ -220,13 +230,17 @@ def fit(
     seed: int,
     device: torch.device,
     on_epoch: Callable[[EpochStats], None] = lambda stats: None,
+    shard: Shard = SINGLE,
 ) -> tuple[list[EpochStats], int]:
     """Train with early stopping; load the best epoch's weights back: the lowest validation loss,
     or with `params.monitor: val_accuracy` the highest validation accuracy.
 
+    With a `shard` of several ranks, every rank draws the same batch plan from `seed`, trains on
+    its rows of each batch in DistributedDataParallel and takes the same early-stopping decisions.
     Returns the per-epoch statistics and the best epoch (1-based).
     """
     model.to(device)
+    trained = shard.wrap(model, device)  # the model itself in a single process
     optimizer = make_optimizer(model, params)
     rng = np.random.default_rng(seed)
     lengths = train.lengths
@@ -239,7 +253,7 @@ def fit(
         start = time.perf_counter()
         index_batches = batches(lengths, params.batch_size, rng, params.bucket_by_length)
         train_loss, train_acc = train_one_epoch(
-            model,
+            trained,
             train,
             index_batches,
             optimizer,
@@ -248,8 +262,11 @@ def fit(
             params.clip_grad_norm,
             dtype,
             f"epoch {epoch}",
+            shard,
         )
-        val_loss, val_acc = evaluate_split(model, val, max(params.batch_size, 256), device, dtype)
+        val_loss, val_acc = evaluate_split(
+            model, val, max(params.batch_size, 256), device, dtype, shard
+        )
         require_finite(val_loss, f"validation loss of epoch {epoch}", params.clip_grad_norm, dtype)
         stats = EpochStats(
             epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start

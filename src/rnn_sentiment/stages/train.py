@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,9 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import budget, checkpoint, text
+from rnn_sentiment import budget, checkpoint, distributed, text
 from rnn_sentiment import params as params_lib
+from rnn_sentiment.distributed import SINGLE, Shard
 from rnn_sentiment.embeddings import embedding_report
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -110,9 +112,11 @@ def run(
     vocab_size: int,
     device: torch.device,
     on_epoch=lambda stats: None,
+    shard: Shard = SINGLE,
 ) -> TrainResult:
     """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
-    return fit_prepared(prepare(params, seed, arrays, vocab_size), params, seed, device, on_epoch)
+    prepared = prepare(params, seed, arrays, vocab_size)
+    return fit_prepared(prepared, params, seed, device, on_epoch, shard)
 
 
 def fit_prepared(
@@ -121,12 +125,17 @@ def fit_prepared(
     seed: int,
     device: torch.device,
     on_epoch=lambda stats: None,
+    shard: Shard = SINGLE,
 ) -> TrainResult:
-    """Build the model from a checked config and fit it; return it at its best epoch."""
+    """Build the model from a checked config and fit it; return it at its best epoch.
+
+    With a `shard`, this process is one rank of a distributed training: every rank splits and
+    learns n-grams from the whole train split alike, and trains on its share of each batch."""
     seed_everything(seed)
     model = build(prepared.config)
     model.learn_ngrams(prepared.train.ids)
-    history, best_epoch = fit(model, prepared.train, prepared.val, params, seed, device, on_epoch)
+    train, val = prepared.train, prepared.val
+    history, best_epoch = fit(model, train, val, params, seed, device, on_epoch, shard)
     return TrainResult(model, history, best_epoch)
 
 
@@ -150,11 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     text.check_ids(arrays["ids"], vocab_size, train_file, args.tokenizer)
     budget.check_train(params, vocab_size, arrays["ids"].shape)
     prepared = prepare(params.train, params.base.seed, arrays, vocab_size)
-    device = choose_device()
+    if distributed.must_launch(params.train.distributed):  # start the workers, each runs `main`
+        distributed.launch(
+            main, (argv if argv is not None else sys.argv[1:],), params.train.distributed
+        )
+        return 0
+    shard, device = distributed.join(params.train.distributed, choose_device())
+    if not shard.is_main:  # ranks other than 0 train in step with it; it tracks and writes
+        fit_prepared(prepared, params.train, params.base.seed, device, shard=shard)
+        return 0
     with tracking.training_run(tracked_params(params), run_label(params.train)) as run_id:
         tracking.log_dataset(run_id, train_file, "training", params.download, len(arrays["labels"]))
         result = fit_prepared(
-            prepared, params.train, params.base.seed, device, on_epoch=report_epoch
+            prepared, params.train, params.base.seed, device, on_epoch=report_epoch, shard=shard
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         tracking.log_embedding(*embedding_report(result.model, text.load(str(args.tokenizer))))
