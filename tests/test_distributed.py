@@ -278,7 +278,7 @@ def test_two_nodes_meet_at_node_0_which_alone_writes(tmp_path) -> None:
 @pytest.mark.e2e
 def test_dvc_repro_trains_with_two_workers(tmp_path) -> None:
     repo = make_sample_repo(tmp_path, **{"train.distributed.workers": 2})
-    assert repro(repo) == ["download", "tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "download", "tokenize", "pad", "train", "evaluate"]
     (run,) = mlflow_runs()
     assert run.data.params["train.distributed.workers"] == "2"
     assert "test_accuracy" in run.data.metrics

@@ -69,21 +69,34 @@ def check_mlflow_store(expected_trainings: int) -> None:
     assert predictions["probability"].between(0, 1).all()
 
 
-def test_each_experiment_is_its_own_tagged_mlflow_run(pipeline_repo: Path) -> None:
+def test_a_sweep_of_experiments_crowns_the_best_validation_model(pipeline_repo: Path) -> None:
+    """Three `dvc exp run`s: each its own MLflow run, named and tagged after its experiment and
+    showing its data; one registry version each; `champion` on the best validation accuracy."""
     import mlflow
 
     repo = pipeline_repo
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "sample pipeline"], repo)
-    dvc(repo, "exp", "run", "-n", "lr-high", "-S", "train.lr=0.02")
-    dvc(repo, "exp", "run", "-n", "lr-low", "-S", "train.lr=0.001")
+    sweep = {"lr-high": "0.02", "lr-low": "0.001", "lr-mid": "0.005"}
+    for name, lr in sweep.items():
+        dvc(repo, "exp", "run", "-n", name, "-S", f"train.lr={lr}")
 
     runs = mlflow.search_runs(experiment_names=["rnn-sentiment"], output_format="list")
     by_name = {r.data.tags.get("dvc_exp_name"): r for r in runs}
-    assert set(by_name) == {"lr-high", "lr-low"}
-    assert by_name["lr-high"].data.params["train.lr"] == "0.02"
-    assert by_name["lr-low"].data.params["train.lr"] == "0.001"
+    assert set(by_name) == set(sweep)
+    for name, lr in sweep.items():
+        assert by_name[name].info.run_name == name
+        assert by_name[name].data.params["train.lr"] == lr
+        assert {d.dataset.name for d in by_name[name].inputs.dataset_inputs} >= {"imdb-train"}
     assert "lr-high" in dvc(repo, "exp", "show", "--no-pager", "--csv")
+
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name = 'rnn-sentiment'")
+    assert sorted(v.run_id for v in versions) == sorted(r.info.run_id for r in runs)
+    champion = client.get_model_version_by_alias("rnn-sentiment", "champion")
+    best = max(r.data.metrics["best_val_accuracy"] for r in runs)
+    crowned = next(r for r in runs if r.info.run_id == champion.run_id)
+    assert crowned.data.metrics["best_val_accuracy"] == best
 
 
 def _stage_processes(repo: Path, stage: str) -> list[int]:
