@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import checkpoint
+from rnn_sentiment import checkpoint, threads
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.errors import UserError, exit_on_user_error
 from rnn_sentiment.files import atomic_path, read_npz, write_json
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     arrays = read_npz(args.padded_dir / "train.npz")
     vocab_size = tokenizer_vocab_size(args.tokenizer)
     device = choose_device()
+    print(f"train: {threads.use_share()} CPU threads", flush=True)
     # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
     # closed as failed instead of staying "running" forever.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
