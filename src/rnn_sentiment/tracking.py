@@ -9,6 +9,7 @@ and the tokenizer as plain files, so loading a model never unpickles anything.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import tempfile
@@ -60,14 +61,39 @@ def configure() -> str:
 
 
 def _experiment_id(uri: str) -> str:
-    """The project's experiment, created with its artifacts beside a local SQLite store."""
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    """The project's experiment, created with its artifacts beside a local SQLite store.
+
+    Queue workers start trainings at once: on a new SQLite store each would create its tables,
+    and on any store each would create the experiment, and all but one would fail. The first
+    happens under a lock beside the store; the second is answered by the winner's experiment."""
+    with _sqlite_lock(uri):
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            store = Path(uri.removeprefix("sqlite:///"))
+            location = (store.parent / "mlartifacts").resolve().as_uri()
+        try:
+            return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    return mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+@contextlib.contextmanager
+def _sqlite_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock (`mlflow.db.lock`) beside a local SQLite store; other stores take
+    no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _git(*args: str) -> str | None:
