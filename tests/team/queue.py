@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from tests.sample_repo import dvc
+from tests.sample_repo import GIT_IDENTITY, dvc
 
 ACTIVE = ("Queued", "Running")
 
@@ -23,10 +27,28 @@ def statuses(repo: Path) -> tuple[dict[str, str], str]:
     return found, workers
 
 
+def start(repo: Path, jobs: int) -> None:
+    """`dvc queue start -j jobs`. The workers it leaves running inherit its output, so its output
+    goes to a file: a pipe would stay open, and its reader wait, until the last worker exits."""
+    env = {**GIT_IDENTITY, **os.environ}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    with tempfile.TemporaryFile() as log:
+        command = [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)]
+        done = subprocess.run(command, cwd=repo, env=env, stdout=log, stderr=log, check=False)
+        if done.returncode != 0:
+            log.seek(0)
+            raise AssertionError(f"dvc queue start failed:\n{log.read().decode()}")
+
+
 def run_queue(repo: Path, jobs: int, timeout: float = 900.0) -> dict[str, str]:
-    """`dvc queue start -j jobs`, then wait until every experiment is done and every worker has
-    exited; return their statuses. On a timeout the workers are killed, none left running."""
-    dvc(repo, "queue", "start", "-j", str(jobs))
+    """`start`, then `wait`."""
+    start(repo, jobs)
+    return wait(repo, timeout)
+
+
+def wait(repo: Path, timeout: float = 900.0) -> dict[str, str]:
+    """Wait until every queued experiment is done and every worker has exited; return their
+    statuses. On a timeout the workers are killed, none left running."""
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import pytest
 from tests.sample_repo import dvc, make_sample_repo, run
 from tests.team.conftest import Team
 from tests.team.test_dvc_remote import add_remote, commit
-from tests.team.test_queue import STORE_FILES
+from tests.team.test_queue import STORE_FILES, runs_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.team]
 
@@ -53,13 +53,11 @@ def test_experiments_travel_between_clones(team: Team, tmp_path: Path) -> None:
     assert set(experiments(bob)) == set(EXPERIMENTS)
 
     client = mlflow.MlflowClient(team.tracking_uri)
-    experiment = client.get_experiment_by_name("rnn-sentiment").experiment_id
     for name in EXPERIMENTS:
         dvc(bob, "exp", "apply", name)
         dvc(bob, "checkout")
         assert "up to date" in dvc(bob, "status")
         run_id = json.loads((bob / "models/mlflow_run.json").read_text())["run_id"]
-        query = f"tags.dvc_exp_name = '{name}' and params.`evaluate.registered_model_name` = "
-        runs = client.search_runs([experiment], query + f"'{team.model_name}'")
+        runs = runs_of(client, alice, f"tags.dvc_exp_name = '{name}'")
         assert [r.info.run_id for r in runs] == [run_id]
         assert runs[0].data.params["train.lr"] == EXPERIMENTS[name]

@@ -14,6 +14,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from rnn_sentiment.files import atomic_path, read_npz, write_json
 from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 RUN_FILE = "mlflow_run.json"
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never get back."]
@@ -111,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--curve", type=Path, required=True)
+    parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive's metrics and plots")
     args = parser.parse_args(argv)
-    from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
+    from rnn_sentiment import live, tracking  # here, not at the top: `run` works without them
 
     params = params_lib.load(args.params)
     arrays = read_npz(args.padded_dir / "train.npz")
@@ -122,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     # A terminated training (a killed `dvc exp run`) unwinds like Ctrl-C, so its MLflow run is
     # closed as failed instead of staying "running" forever.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with tracking.training_run(tracked_params(params)) as run_id:
+    with (
+        tracking.training_run(tracked_params(params)) as run_id,
+        live.open_live(args.live_dir) as logger,
+    ):
         result = run(
             params.train,
             params.base.seed,
             arrays,
             vocab_size,
             device,
-            on_epoch=report_epoch,
+            on_epoch=lambda stats: report_epoch(stats, logger),
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
@@ -144,11 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_epoch(stats: EpochStats) -> None:
-    """Log an epoch to MLflow and say it in one line (progress bars vanish from logs)."""
-    from rnn_sentiment import tracking
+def report_epoch(stats: EpochStats, logger: Live) -> None:
+    """Log an epoch to MLflow and to DVCLive (`dvc exp show` while the training runs) and say it
+    in one line (progress bars vanish from logs)."""
+    from rnn_sentiment import live, tracking
 
-    tracking.log_epoch({k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch)
+    metrics = {k: v for k, v in stats.as_dict().items() if k != "epoch"}
+    tracking.log_epoch(metrics, stats.epoch)
+    live.log_epoch(logger, metrics, stats.epoch)
     print(
         f"epoch {stats.epoch}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}, "
         f"val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f} ({stats.seconds:.0f} s)",
