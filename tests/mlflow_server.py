@@ -1,4 +1,5 @@
-"""A handle on MLflow's own HTTP server (`mlflow models serve`), for the tests and the benchmark."""
+"""Servers for the tests and the benchmarks: MLflow's own HTTP server (`mlflow models serve`), and
+any server command run in the background until it answers."""
 
 from __future__ import annotations
 
@@ -52,8 +53,7 @@ def mlflow_server(model_uri: str, port: int | None = None, timeout: float = 90.0
     """Run `mlflow models serve` for `model_uri` on 127.0.0.1 while the block runs; yield its URL.
 
     It is MLflow's own server, as docs/serving.md has users run it, reading the store that
-    `tracking.configure` picks. It runs in its own process group so that stopping it also stops
-    the uvicorn process MLflow starts under it.
+    `tracking.configure` picks.
     """
     from rnn_sentiment import tracking
 
@@ -61,30 +61,42 @@ def mlflow_server(model_uri: str, port: int | None = None, timeout: float = 90.0
     bin_dir = Path(sys.executable).parent
     command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager"]
     command += ["local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking.configure(),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.configure()}
+    url = f"http://127.0.0.1:{port}"
+    with background(command, f"{url}/ping", env, timeout):
+        yield url
+
+
+@contextlib.contextmanager
+def background(
+    command: list[str], health_url: str, env: dict[str, str], timeout: float = 90.0
+) -> Iterator[subprocess.Popen]:
+    """Run a server `command` while the block runs, from the moment `health_url` answers 200.
+
+    This interpreter's bin folder comes first on PATH, so the server is the one installed beside
+    the tests. The server runs in its own process group, so that stopping it also stops the
+    workers it starts (uvicorn's, gunicorn's); the block may kill it early (`os.killpg`).
+    """
+    bin_dir = Path(sys.executable).parent
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"}
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         try:
-            url = f"http://127.0.0.1:{port}"
-            _wait_until_up(url, server, log, timeout)
-            yield url
+            _wait_until_up(health_url, server, log, timeout)
+            yield server
         finally:
             _stop(server)
 
 
 def _wait_until_up(url: str, server: subprocess.Popen, log: Any, timeout: float) -> None:
-    """Poll `/ping` until the server answers; fail with its output if it dies or takes too long."""
+    """Poll `url` until the server answers; fail with its output if it dies or takes too long."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and server.poll() is None:
         with (
             contextlib.suppress(OSError),
-            urllib.request.urlopen(f"{url}/ping", timeout=2) as response,
+            urllib.request.urlopen(url, timeout=2) as response,
         ):
             if response.status == 200:
                 return
@@ -92,7 +104,8 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Any, timeout: float)
     log.seek(0)
     output = log.read().decode("utf-8", "replace")[-5000:]
     state = f"exited with {server.returncode}" if server.poll() is not None else "timed out"
-    raise RuntimeError(f"mlflow models serve {state} before answering /ping:\n{output}")
+    name = " ".join(Path(part).name for part in server.args[:3])
+    raise RuntimeError(f"{name} {state} before answering {url}:\n{output}")
 
 
 def _stop(server: subprocess.Popen) -> None:

@@ -132,6 +132,7 @@ def stage_files(root: Path, arrays: dict, tokenizer, params: TrainParams) -> lis
         f"--model-dir={out / 'models'}",
         f"--metrics={out / 'train.json'}",
         f"--curve={out / 'curve.csv'}",
+        f"--live-dir={out / 'dvclive'}",
     ]
 
 
@@ -156,6 +157,7 @@ def test_the_stage_with_two_workers_logs_one_run_and_writes_its_outputs_once(tmp
     assert loaded.model.config.bigrams == 20
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         "curve.csv",
+        "dvclive",
         "models",
         "train.json",
     ]
@@ -186,7 +188,8 @@ def test_a_failing_rank_stops_every_rank_with_one_line_and_no_outputs(tmp_path, 
     assert str(failure.value) == (
         "rank 1 failed, every rank stopped: out of disk on rank 1's scratch space: free some"
     )
-    assert not (tmp_path / "out").exists()
+    # DVCLive's per-epoch files are progress, written as the epochs go; no result is written.
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["dvclive"]
     runs = mlflow_runs()
     assert len(runs) == 1 and runs[0].info.status == "FAILED"  # rank 0's run, not left running
     err = capfd.readouterr().err

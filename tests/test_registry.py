@@ -196,7 +196,7 @@ def test_without_a_lock_a_stale_write_is_read_back_and_undone(name: str, monkeyp
     worse, better = fake_training(0.80), fake_training(0.90)
     registry.record(*worse, TEST, policy(name))
     monkeypatch.setattr(registry, "SETTLE_S", 0.0)
-    monkeypatch.setattr(registry, "_registry_lock", lambda: contextlib.nullcontext(False))
+    monkeypatch.setattr(registry.tracking, "sqlite_lock", lambda uri: contextlib.nullcontext(False))
     client = StaleWriter(mlflow.MlflowClient(), stale_version="1")
     monkeypatch.setattr(registry.mlflow, "MlflowClient", lambda: client)
 

@@ -13,12 +13,9 @@ the champion and setting the alias.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -92,7 +89,7 @@ def record(
             f"the training run {run_id} recorded no {policy.promote_on}: retrain it (`dvc repro`)"
         )
     name = policy.registered_model_name
-    with _registry_lock() as locked:
+    with tracking.sqlite_lock(mlflow.get_registry_uri()) as locked:
         version = _register_once(client, name, run_id, model_uri)
         tags = {"threshold": policy.threshold, **candidate}
         tags |= {f"test_{key}": value for key, value in test_metrics.items()}
@@ -162,17 +159,3 @@ def _rival_metrics(client: mlflow.MlflowClient, champion: ModelVersion) -> dict[
         return validation_metrics(client, champion.run_id)
     except MlflowException:
         return {}
-
-
-@contextlib.contextmanager
-def _registry_lock() -> Iterator[bool]:
-    """Hold an exclusive lock beside a local SQLite registry (`mlflow.db.lock`); yield whether one
-    is held. The kernel releases it when the process ends, however it ends."""
-    uri = mlflow.get_registry_uri()
-    if not uri.startswith("sqlite:///"):
-        yield False
-        return
-    path = Path(uri.removeprefix("sqlite:///") + ".lock")
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield True

@@ -15,6 +15,7 @@ later stage.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -99,14 +100,40 @@ def _require_reachable(uri: str, variable: str) -> None:
 
 
 def _experiment_id(uri: str) -> str:
-    """The project's experiment, created with its artifacts beside a local SQLite store."""
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-    return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+    """The project's experiment, created with its artifacts beside a local SQLite store.
+
+    Queue workers start trainings at once: on a new SQLite store each would create its tables,
+    and on any store each would create the experiment, and all but one would fail. The first
+    happens under a lock beside the store; the second is answered by the winner's experiment."""
+    with sqlite_lock(uri):
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            store = Path(uri.removeprefix("sqlite:///"))
+            location = (store.parent / "mlartifacts").resolve().as_uri()
+        try:
+            return mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    return mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+@contextlib.contextmanager
+def sqlite_lock(uri: str) -> Iterator[bool]:
+    """Hold an exclusive lock (`mlflow.db.lock`) beside a local SQLite store; yield whether one is
+    held (other stores take none). The kernel releases it when the process ends, however it ends.
+    Not re-entrant: a second `sqlite_lock` in the same process would wait for the first."""
+    if not uri.startswith("sqlite:///"):
+        yield False
+        return
+    path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield True
 
 
 def _git(*args: str) -> str | None:

@@ -51,6 +51,7 @@ def train_argv(root: Path) -> list[str]:
         *("--params", str(root / "params.yaml"), "--padded-dir", str(root / "padded")),
         *("--tokenizer", str(root / "tokenizer.json"), "--model-dir", str(root / "models")),
         *("--metrics", str(root / "metrics/train.json"), "--curve", str(root / "curve.csv")),
+        *("--live-dir", str(root / "dvclive")),
     ]
 
 

@@ -13,13 +13,14 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from rnn_sentiment import budget, checkpoint, distributed, text
+from rnn_sentiment import budget, checkpoint, distributed, text, threads
 from rnn_sentiment import params as params_lib
 from rnn_sentiment.distributed import SINGLE, Shard
 from rnn_sentiment.embeddings import embedding_report
@@ -29,6 +30,9 @@ from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
 from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
+
+if TYPE_CHECKING:
+    from dvclive import Live
 
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never get back."]
 
@@ -148,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--curve", type=Path, required=True)
+    parser.add_argument("--live-dir", type=Path, required=True, help="DVCLive's metrics and plots")
     args = parser.parse_args(argv)
-    from rnn_sentiment import tracking  # here, not at the top: `run` works without MLflow
+    from rnn_sentiment import live, tracking  # here, not at the top: `run` works without them
 
     params = params_lib.load(args.params)
     tracking.configure()  # an unreachable tracking server fails now, before any work
@@ -168,10 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     if not shard.is_main:  # ranks other than 0 train in step with it; it tracks and writes
         fit_prepared(prepared, params.train, params.base.seed, device, shard=shard)
         return 0
-    with tracking.training_run(tracked_params(params), run_label(params.train)) as run_id:
+    if shard.world == 1:  # a distributed training's workers were given their share
+        print(f"train: {threads.use_share()} CPU threads", flush=True)
+    with (
+        tracking.training_run(tracked_params(params), run_label(params.train)) as run_id,
+        live.open_live(args.live_dir) as logger,
+    ):
         tracking.log_dataset(run_id, train_file, "training", params.download, len(arrays["labels"]))
         result = fit_prepared(
-            prepared, params.train, params.base.seed, device, on_epoch=report_epoch, shard=shard
+            prepared,
+            params.train,
+            params.base.seed,
+            device,
+            on_epoch=lambda stats: report_epoch(stats, logger),
+            shard=shard,
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         tracking.log_embedding(*embedding_report(result.model, text.load(str(args.tokenizer))))
@@ -188,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_epoch(stats: EpochStats) -> None:
-    """Log an epoch to MLflow and say it in one line (progress bars vanish from logs)."""
-    from rnn_sentiment import tracking
+def report_epoch(stats: EpochStats, logger: Live) -> None:
+    """Log an epoch to MLflow and to DVCLive (`dvc exp show` while the training runs) and say it
+    in one line (progress bars vanish from logs)."""
+    from rnn_sentiment import live, tracking
 
-    tracking.log_epoch({k: v for k, v in stats.as_dict().items() if k != "epoch"}, stats.epoch)
+    metrics = {k: v for k, v in stats.as_dict().items() if k != "epoch"}
+    tracking.log_epoch(metrics, stats.epoch)
+    live.log_epoch(logger, metrics, stats.epoch)
     print(
         f"epoch {stats.epoch}: train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}, "
         f"val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f} ({stats.seconds:.0f} s)",
