@@ -108,13 +108,23 @@ def _wait_until_up(url: str, server: subprocess.Popen, log: Any, timeout: float)
     raise RuntimeError(f"{name} {state} before answering {url}:\n{output}")
 
 
-def _stop(server: subprocess.Popen) -> None:
-    """Terminate the server's process group (its own: see `start_new_session`), then reap it."""
+def _stop(server: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Terminate the server's process group (its own: see `start_new_session`), then kill what
+    is left of it (`mlflow server`'s job consumers outlive SIGTERM) and reap the server.
+
+    The server is waited for without being reaped: until it is, its process group id cannot be
+    given to another group, so the kill reaches this server's processes only."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ChildProcessError):  # already reaped: it died before being stopped
+        while time.monotonic() < deadline and not _exited(server.pid):
+            time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def _exited(pid: int) -> bool:
+    """Whether child `pid` has exited, leaving it to be reaped."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
