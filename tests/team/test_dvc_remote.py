@@ -28,7 +28,7 @@ def commit(repo: Path, message: str) -> None:
 def test_a_fresh_clone_pulls_an_up_to_date_pipeline(s3_env: S3, tmp_path: Path) -> None:
     repo = make_sample_repo(tmp_path)
     add_remote(repo, f"s3://{BUCKET}/{unique_name('dvc')}", s3_env.endpoint)
-    assert repro(repo) == ["download", "tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "download", "tokenize", "pad", "train", "evaluate"]
     commit(repo, "pipeline run")
     dvc(repo, "push")
     config = (repo / ".dvc/config").read_text()

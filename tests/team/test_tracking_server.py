@@ -30,7 +30,7 @@ REVIEWS = ["A wonderful, moving film.", "Awful and boring, a waste."]
 
 def test_repro_tracks_and_serves_from_the_server(team: Team, tmp_path: Path) -> None:
     repo = make_sample_repo(tmp_path, **{"evaluate.registered_model_name": team.model_name})
-    assert repro(repo) == ["download", "tokenize", "pad", "train", "evaluate"]
+    assert repro(repo) == ["validate", "download", "tokenize", "pad", "train", "evaluate"]
 
     run_id = json.loads((repo / "models/mlflow_run.json").read_text())["run_id"]
     client = mlflow.MlflowClient(team.tracking_uri)
