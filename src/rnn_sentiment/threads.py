@@ -2,10 +2,10 @@
 
 `dvc queue start -j N` trains N experiments side by side, each in its own process, and PyTorch
 gives each process one thread per core. N trainings on C cores then run N*C threads, and OpenMP's
-threads spin while they wait for each other: two trainings on 2 cores ran each epoch 10 times
-slower than one training alone. So a training counts the experiments DVC is running right now
-(the queue's and the workspace's) and takes its share of the cores. Set OMP_NUM_THREADS to decide
-for yourself; then it is left alone.
+threads spin while they wait for each other: two trainings on 2 cores ran each epoch 3.5 to 8
+times slower than two on one thread each (docs/team.md). So a training counts the experiments DVC
+is running right now (the queue's and the workspace's) and takes its share of the cores. Set
+OMP_NUM_THREADS to decide for yourself; then it is left alone.
 """
 
 from __future__ import annotations
