@@ -54,7 +54,7 @@ def test_the_ci_pipeline_job(s3_env: S3, tmp_path: Path, monkeypatch: pytest.Mon
     commit(repo, "base")
     base = run(["git", "rev-parse", "HEAD"], repo).strip()
     set_params(repo, **{"train.lr": 0.03})
-    assert repro(repo) == ["train", "evaluate"]
+    assert repro(repo) == ["validate", "train", "evaluate"]
     commit(repo, "a higher learning rate")
     dvc(repo, "push")
 
