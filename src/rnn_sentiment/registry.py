@@ -133,7 +133,10 @@ def _promote(
         rival_value = None if champion is None else champion.get(metric)
         if not should_promote(candidate, champion, policy):
             return Promotion(version, False, metric, candidate[metric], rival, rival_value)
-        client.set_registered_model_alias(name, CHAMPION, str(version))
+        try:
+            client.set_registered_model_alias(name, CHAMPION, str(version))
+        except MlflowException:  # a server's first alias, created by another evaluation at once
+            continue
         if settle:
             time.sleep(SETTLE_S)  # let a concurrent evaluation's stale write land, then re-read
     raise UserError(
