@@ -1,7 +1,12 @@
-"""Accuracy and speed of the tutorial, the presets and a linear baseline, measured in one run.
+"""The tutorial, the presets and a linear baseline side by side, each measured in one run:
+accuracy, the pipeline's wall time and memory, serving speed and behaviour. Prints one table.
 
-Every row trains from scratch on the same archive's train split and is scored once on its test
-split; each runs in its own process so that its peak memory is its own. Prints one table.
+Every row trains from scratch on the same archive's train split (the presets through the
+pipeline's own stage functions, as `dvc repro` runs them, from reading the archive to scoring the
+test split) and is scored once on its test split; each runs in its own process so that its peak
+memory is its own. Serving is timed through `Predictor` (batch of 2,000 test reviews; p50 of
+200 single-review calls) at its default precision, and for `best` at int8 too, whose test
+accuracy is then scored through that path. Behaviour: failure rates of benchmarks/behaviour.py.
 
     python benchmarks/compare.py --archive ../shared/data/aclImdb_v1_labelled.tar.gz \
         --sha256 0aa235d24bbdc17f53c2dd2c3afde1ea5842464e2bfca4032253ff56a4e22738 [--rows ...]
@@ -25,6 +30,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROWS = ("tutorial_as_written", "tutorial", "default", "best", "tfidf_logreg")
+SERVED_REVIEWS, SINGLE_CALLS = 2000, 200
+# The behaviour columns: one test each, the mean of the templated tests a system must pass, and
+# the single sentences cut from test reviews (short reviews).
+NEGATION = "negated positive → negative"
+SHORT = (
+    "first sentence of a test review → its label",
+    "last sentence of a test review → its label",
+)
 
 
 def load_reviews(archive: Path, sha256: str) -> pd.DataFrame:
@@ -79,21 +92,17 @@ def tutorial_as_written(reviews: pd.DataFrame) -> dict:
             ]
         )
     accuracy = float(((logits.squeeze(1) > 0.5).numpy() == y_test).mean())
-    return {
-        "accuracy": accuracy,
-        "seconds": seconds,
-        "reviews": len(x_train),
-        "tokens": len(x_train) * 150,
-        "epochs": 1,
-    }
+    return {"accuracy": accuracy, "train_seconds": seconds, "epochs": 1}
 
 
-def preset(reviews: pd.DataFrame, name: str) -> dict:
-    """Train one preset through the pipeline's own stage functions and score it on test."""
+def preset(reviews: pd.DataFrame, name: str) -> dict[str, dict]:
+    """Train one preset through the pipeline's own stage functions, score it on test, and measure
+    how it serves and behaves: a row, and for `best` a second one served in int8."""
     import pyarrow as pa
 
     from rnn_sentiment import params as params_lib
     from rnn_sentiment import presets
+    from rnn_sentiment.serving import Predictor
     from rnn_sentiment.stages import evaluate, pad, tokenize, train
     from rnn_sentiment.training import choose_device
 
@@ -107,21 +116,23 @@ def preset(reviews: pd.DataFrame, name: str) -> dict:
         params.train, params.base.seed, padded["train"], tokenizer.get_vocab_size(), device
     )
     metrics, _ = evaluate.run(params.evaluate, result.model, padded["test"], device)
-    rows_trained = len(padded["train"]["labels"]) * (1 - params.train.val_fraction)
-    mean_length = padded["train"]["lengths"].mean()
-    epochs = len(result.history)
-    return {
+    trained = {
         "accuracy": metrics["accuracy"],
-        "seconds": result.metrics["train_seconds"],
-        "reviews": rows_trained * epochs,
-        "tokens": rows_trained * mean_length * epochs,
-        "epochs": epochs,
         "val_accuracy": result.metrics["best_val_accuracy"],
+        "epochs": len(result.history),
+        "train_seconds": result.metrics["train_seconds"],
     }
+    rows = {name: {**trained, **served(Predictor(result.model, tokenizer, params.pad), reviews)}}
+    if name == "best":
+        int8 = Predictor(result.model, tokenizer, params.pad, precision="int8")
+        test = reviews[reviews.split == "test"]
+        accuracy = float(((int8.predict_proba(test.text.tolist()) >= 0.5) == test.label).mean())
+        rows[f"{name}, served in int8"] = {**trained, **served(int8, reviews), "accuracy": accuracy}
+    return rows
 
 
-def tfidf_logreg(reviews: pd.DataFrame) -> dict:
-    """The linear baseline (benchmarks/tfidf.py), its import kept out of the fit's time."""
+def tfidf_logreg(reviews: pd.DataFrame) -> dict[str, dict]:
+    """The linear baseline (benchmarks/tfidf.py)."""
     from benchmarks.tfidf import TfidfLogreg
 
     train, test = reviews[reviews.split == "train"], reviews[reviews.split == "test"]
@@ -130,40 +141,75 @@ def tfidf_logreg(reviews: pd.DataFrame) -> dict:
     seconds = time.perf_counter() - start
     # Above 0.5, as LogisticRegression.predict decides (a positive decision function).
     accuracy = float(((model.predict_proba(test.text) > 0.5) == test.label).mean())
+    row = {"accuracy": accuracy, "epochs": 1, "train_seconds": seconds}
+    return {"tfidf_logreg": {**row, **served(model, reviews)}}
+
+
+def served(scorer, reviews: pd.DataFrame) -> dict:
+    """Serving speed and behavioural failure rates of anything with `predict_proba(texts)`."""
+    from benchmarks import behaviour
+    from benchmarks.serving_latency import measure as time_serving
+
+    test = reviews[reviews.split == "test"]
+    sample = test.text.sample(SERVED_REVIEWS, random_state=0).tolist()
+    throughput, p50, _ = time_serving(
+        scorer.predict_proba, lambda review: scorer.predict_proba([review]), sample, SINGLE_CALLS
+    )
+    templated = behaviour.template_tests()
+    rates = behaviour.failure_rates(
+        templated + behaviour.sentence_tests(reviews, SERVED_REVIEWS), scorer
+    )
+    must_pass = [test.name for test in templated if "contested" not in test.name]
     return {
-        "accuracy": accuracy,
-        "seconds": seconds,
-        "reviews": len(train),
-        "tokens": None,  # no tokenizer of ours: not comparable
-        "epochs": 1,
+        "reviews_per_s": throughput,
+        "p50_ms": p50,
+        "negation": rates[NEGATION],
+        "templates": float(np.mean([rates[name] for name in must_pass])),
+        "short": float(np.mean([rates[name] for name in SHORT])),
     }
 
 
-def measure(row: str, archive: Path, sha256: str) -> dict:
-    """Run one row in this (fresh) process; add its peak resident memory."""
+def measure(row: str, archive: Path, sha256: str) -> dict[str, dict]:
+    """Run one row in this (fresh) process, from reading the archive on; add its wall time and
+    peak resident memory."""
     torch.set_num_threads(torch.get_num_threads())
+    start = time.perf_counter()
     reviews = load_reviews(archive, sha256)
     if row == "tutorial_as_written":
-        result = tutorial_as_written(reviews)
+        results = {row: tutorial_as_written(reviews)}
     elif row == "tfidf_logreg":
-        result = tfidf_logreg(reviews)
+        results = tfidf_logreg(reviews)
     else:
-        result = preset(reviews, row)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
+        results = preset(reviews, row)
+    wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {name: {**result, "wall": wall, "peak_mb": peak_mb} for name, result in results.items()}
+
+
+HEADER = (
+    "| system | test accuracy | best val accuracy | epochs | train wall | whole run wall "
+    "| peak memory | serving reviews/s | single review p50 | negation fails | templated tests "
+    "fail (mean) | short reviews fail |"
+)
 
 
 def format_row(row: str, result: dict) -> str:
-    seconds = result["seconds"]
+    def share(key: str) -> str:
+        return f"{result[key]:.1%}" if key in result else "-"
+
     cells = [
         row,
-        f"{result['accuracy']:.1%}",
-        f"{result['val_accuracy']:.1%}" if "val_accuracy" in result else "-",
+        share("accuracy"),
+        share("val_accuracy"),
         str(result["epochs"]),
-        f"{seconds:.0f} s",
-        f"{result['reviews'] / seconds:,.0f}",
-        f"{result['tokens'] / seconds:,.0f}" if result["tokens"] is not None else "-",
-        f"{result['peak_mb']:,.0f} MB",
+        f"{result['train_seconds']:.0f} s",
+        f"{result['wall'] / 60:.1f} min",
+        f"{result['peak_mb'] / 1024:.1f} GB",
+        f"{result['reviews_per_s']:,.0f}" if "reviews_per_s" in result else "-",
+        f"{result['p50_ms']:.1f} ms" if "p50_ms" in result else "-",
+        share("negation"),
+        share("templates"),
+        share("short"),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -180,17 +226,14 @@ def main() -> int:
         else f"CPU ({torch.get_num_threads()} threads)"
     )
     print(f"machine: {platform.machine()}, {device}, torch {torch.__version__}")
-    lines = [
-        "| system | test accuracy | best val accuracy | epochs | train wall | reviews/s | tokens/s "
-        "| peak memory |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [HEADER, "|---" * HEADER.count(" | ") + "|---|"]
     context = multiprocessing.get_context("spawn")
     for row in args.rows:
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-            result = pool.submit(measure, row, args.archive, args.sha256).result()
-        lines.append(format_row(row, result))
-        print(lines[-1], flush=True)
+            results = pool.submit(measure, row, args.archive, args.sha256).result()
+        for name, result in results.items():
+            lines.append(format_row(name, result))
+            print(lines[-1], flush=True)
     print("\n".join(["", *lines]))
     return 0
 

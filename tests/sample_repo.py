@@ -28,6 +28,7 @@ GIT_IDENTITY = {
 TINY_TRAINING = {
     "train.model.embedding_dim": 8,
     "train.model.hidden_dim": 8,
+    "train.model.nb_features": 1000,
     "train.epochs": 2,
     "train.batch_size": 8,
     "train.lr": 0.01,

@@ -14,6 +14,7 @@ from rnn_sentiment.models import (
     MAX_TRIGRAM_VOCAB,
     Ensemble,
     ModelConfig,
+    NaiveBayesBranch,
     SentimentRNN,
     build,
     count_parameters,
@@ -38,6 +39,7 @@ def pad(tokens: list[int], amount: int, side: str) -> torch.Tensor:
 
 
 REVIEWS = [[5, 17, 3, 42, 8, 9, 11], [2, 30], [7, 7, 12, 49, 1, 20, 33, 4, 6, 21, 18, 14]]
+LABELS = torch.tensor([1.0, 0.0, 1.0])
 
 
 @pytest.mark.parametrize(("cell", "pooling", "bidirectional"), COMBOS)
@@ -239,7 +241,7 @@ def test_checkpoints_already_written_keep_loading(tmp_path: Path, saved: dict) -
     assert {k: v for k, v in config.to_dict().items() if k in saved} == saved
     model = build(config).eval()
     ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
-    model.learn_ngrams(ids)
+    model.learn_ngrams(ids, LABELS)
     payload = {
         "model_config": dict(saved),
         "pad": {"maxlen": 15, "padding": "post", "truncating": "pre"},
@@ -281,7 +283,9 @@ def test_checkpoint_reproduces_the_logits(tmp_path: Path) -> None:
 
 def ngram_model(**overrides: object) -> SentimentRNN:
     model = make_model(bigrams=4, trigrams=3, **overrides)
-    model.learn_ngrams(torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS]))
+    model.learn_ngrams(
+        torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS]), LABELS
+    )
     return model
 
 
@@ -294,12 +298,12 @@ def test_learned_bigrams_are_the_most_frequent_pairs_of_known_words() -> None:
             [9, 8, 0, 0, 0, 0, 0],  # (9, 8) once: loses the tie to (6, 7)
         ]
     )
-    model.learn_ngrams(rows)
+    model.learn_ngrams(rows, torch.zeros(len(rows)))
     vocab = SMALL["vocab_size"]
     keys = model.ngrams["bigrams"].keys
     assert keys.tolist() == [5 * vocab + 6, 6 * vocab + 7, 7 * vocab + 5]
     # Fewer distinct pairs than slots: the rest can match nothing.
-    model.learn_ngrams(torch.tensor([[2, 3, 0]]))
+    model.learn_ngrams(torch.tensor([[2, 3, 0]]), torch.zeros(1))
     assert keys[0] == 2 * vocab + 3
     assert (keys[1:] > vocab * vocab).all()
 
@@ -312,7 +316,7 @@ def test_learned_trigrams_are_the_most_frequent_triples_of_known_words() -> None
             [0, 0, 7, 5, 6, 1, 9],  # (7, 5, 6) again; triples with the unknown word 1 don't count
         ]
     )
-    model.learn_ngrams(rows)
+    model.learn_ngrams(rows, torch.zeros(len(rows)))
     vocab = SMALL["vocab_size"]
     assert model.ngrams["trigrams"].keys.tolist() == [
         (5 * vocab + 6) * vocab + 7,
@@ -327,7 +331,7 @@ def test_an_ngram_embedding_changes_only_reviews_holding_that_ngram(
     model = make_model(bigrams=40, trigrams=40, cell="gru", pooling="mean_max")
     ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
     ids[2, 4] = 22  # a known word in place of the unknown 1: (12, 49, 22) is learned
-    model.learn_ngrams(ids)  # only the third review holds either n-gram
+    model.learn_ngrams(ids, LABELS)  # only the third review holds either n-gram
     key = 0
     for word in ngram:
         key = key * SMALL["vocab_size"] + word
@@ -389,7 +393,7 @@ def test_an_ensemble_with_ngrams_round_trips_through_a_checkpoint(tmp_path: Path
     torch.manual_seed(0)
     ensemble = build(ModelConfig(**SMALL, bigrams=4, trigrams=3, members=2)).eval()
     ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
-    ensemble.learn_ngrams(ids)
+    ensemble.learn_ngrams(ids, LABELS)
     alone = ngram_model()  # every member holds the n-grams one network learns from the rows
     for member in ensemble.members:
         for name, ngrams in member.ngrams.items():
@@ -399,3 +403,80 @@ def test_an_ensemble_with_ngrams_round_trips_through_a_checkpoint(tmp_path: Path
     assert isinstance(restored, Ensemble) and len(restored.members) == 2
     with torch.no_grad():
         torch.testing.assert_close(restored(ids), ensemble(ids), rtol=0, atol=0)
+
+
+def test_naive_bayes_ratios_count_each_ngram_once_per_review() -> None:
+    vocab = SMALL["vocab_size"]
+    branch = NaiveBayesBranch(order=2, size=100, vocab_size=vocab)
+    rows = torch.tensor(
+        [
+            [5, 6, 5, 6, 0],  # positive: 5, 6, (5, 6) and (6, 5); (5, 6) twice counts once
+            [0, 5, 7, 1, 0],  # negative: 5, 7, (5, 7); nothing with the unknown word 1
+        ]
+    )
+    branch.learn(rows, torch.tensor([1.0, 0.0]))
+    learned = dict(zip(branch.keys.tolist(), branch.ratios[1:].tolist(), strict=True))
+    pair = {(5, 6): 5 * vocab + 6, (6, 5): 6 * vocab + 5, (5, 7): 5 * vocab + 7}
+    assert set(learned) - {branch.keys.max().item()} == {5, 6, 7, *pair.values()}
+    # Add-one counts over the 6 kept n-grams: positive rows hold 5, 6, (5,6), (6,5);
+    # the negative one 5, 7, (5,7). p = (2,2,1,2,2,1)/10, q = (2,1,2,1,1,2)/9 in key order.
+    ratio = torch.log(torch.tensor(9 / 10))
+    assert learned[5] == pytest.approx(ratio.item())  # in both: no evidence but the totals
+    assert learned[6] == pytest.approx((ratio + torch.log(torch.tensor(2.0))).item())
+    assert learned[7] == pytest.approx((ratio - torch.log(torch.tensor(2.0))).item())
+    assert learned[pair[(5, 6)]] == learned[6]  # twice in one review weighs as once
+
+
+def test_the_naive_bayes_logit_sums_the_weighted_ratios_of_distinct_ngrams() -> None:
+    branch = NaiveBayesBranch(order=3, size=200, vocab_size=SMALL["vocab_size"])
+    review = REVIEWS[0] + REVIEWS[0][:3]  # repeats its first words, pair and triple
+    reviews = [review, *REVIEWS[1:]]
+    branch.learn(torch.cat([pad(r, 15 - len(r), "post") for r in reviews]), LABELS)
+    with torch.no_grad():
+        branch.weight.uniform_(-1, 1)
+        branch.bias.fill_(0.25)
+        present = set(review) | set(itertools.pairwise(review))
+        present |= set(zip(review, review[1:], review[2:], strict=False))
+        expected = 0.25
+        for ngram in present:
+            key = 0
+            for word in ngram if isinstance(ngram, tuple) else (ngram,):
+                key = key * SMALL["vocab_size"] + word
+            position = int(torch.searchsorted(branch.keys, key))
+            assert branch.keys[position] == key  # every n-gram of the review was learned
+            expected += float(branch.weight[position + 1] * branch.ratios[position + 1])
+        for side in ("pre", "post"):
+            logit = branch(pad(review, 9, side))
+            assert logit.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_ensemble_with_a_naive_bayes_branch_trains_it_apart_and_round_trips(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(**{**SMALL, "cell": "gru", "nb_features": 50})
+    model = build(config)  # one network and the branch make an ensemble
+    assert isinstance(model, Ensemble) and len(model.members) == 1
+    ids = torch.cat([pad(review, 15 - len(review), "post") for review in REVIEWS])
+    model.learn_ngrams(ids, LABELS)
+    logits = model.train()(ids)
+    assert logits.shape == (2, len(REVIEWS))
+    logits[1].sum().backward()  # the branch's loss reaches the branch alone
+    assert model.members[0].embedding.weight.grad.abs().sum() == 0
+    assert model.naive_bayes.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.naive_bayes.weight.uniform_(-1, 1)
+        model.eval()
+        both = torch.stack([model.members[0](ids), model.naive_bayes(ids)]).mean(0)
+        torch.testing.assert_close(model(ids), both, rtol=0, atol=1e-6)
+    checkpoint.save(tmp_path / "model.pt", model, PadParams())
+    restored = checkpoint.load(tmp_path / "model.pt").model
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids), model(ids), rtol=0, atol=0)
+
+
+def test_naive_bayes_triples_need_a_vocabulary_whose_keys_fit() -> None:
+    too_large = {**SMALL, "vocab_size": MAX_TRIGRAM_VOCAB, "nb_features": 10}
+    with pytest.raises(ValueError, match="nb_order below 3"):
+        ModelConfig(**too_large)
+    ModelConfig(**{**too_large, "nb_order": 2})

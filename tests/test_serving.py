@@ -163,6 +163,38 @@ def test_bfloat16_moves_probabilities_little_and_leaves_the_callers_model_alone(
     )
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_int8_quantizes_the_layers_and_moves_probabilities_little(
+    trained: Trained, cell: str
+) -> None:
+    loaded = Predictor.from_dir(trained.model_dir, precision="float32")
+    config = ModelConfig(
+        vocab_size=loaded.tokenizer.get_vocab_size(), hidden_dim=16, cell=cell, head_layers=(8,)
+    )
+    torch.manual_seed(0)
+    model = build(config).eval()
+    exact = Predictor(model, loaded.tokenizer, loaded.pad, precision="float32")
+    small = Predictor(model, loaded.tokenizer, loaded.pad, precision="int8")
+
+    def quantized_layers(network: torch.nn.Module) -> set[str]:
+        return {
+            type(module).__name__
+            for module in network.modules()
+            if "quantized.dynamic" in type(module).__module__
+        }
+
+    assert {cell.upper(), "Linear"} <= quantized_layers(small.model)
+    assert not quantized_layers(model)  # the caller's model is left as it was
+    quantized, reference = small.predict_proba(REVIEWS), exact.predict_proba(REVIEWS)
+    assert not np.array_equal(quantized, reference)  # int8 arithmetic did run
+    np.testing.assert_allclose(quantized, reference, rtol=0, atol=0.02)
+
+
+def test_int8_is_refused_on_a_gpu() -> None:
+    with pytest.raises(UserError, match="int8 runs on a CPU only"):
+        serving_dtype("int8", torch.device("cuda"))
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn", "lstm"])
 def test_auto_runs_small_calls_of_a_stepwise_cell_in_float32(
     trained: Trained, monkeypatch: pytest.MonkeyPatch, cell: str

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -102,3 +105,28 @@ def test_a_non_finite_validation_loss_stops_training(monkeypatch) -> None:
     params = TrainParams(batch_size=8, epochs=2, monitor="val_accuracy")
     with pytest.raises(UserError, match=r"validation loss of epoch 1 is inf: .*lower train\.lr"):
         training.fit(tiny_network(), tiny_split(), tiny_split(), params, 0, CPU)
+
+
+def test_the_naive_bayes_blend_is_fitted_on_validation_rows() -> None:
+    model = tiny_network(nb_features=200)
+    data = tiny_split(rows=64)
+    model.learn_ngrams(data.ids, data.labels)
+    with torch.no_grad():  # the branch alone knows the labels, the network knows nothing
+        model.naive_bayes.weight.fill_(1.0)
+    assert model.blend.tolist() == [0.5, 0.5, 0.0]
+    training.blend_on_validation(model, data, 16, torch.device("cpu"))
+    assert model.blend[1] > max(abs(model.blend[0]), 0.5)
+    members = training.predict_logits(model, data.ids, 16, torch.device("cpu"), members=True)
+    assert members.shape == (2, len(data))
+    blended = training.predict_logits(model, data.ids, 16, torch.device("cpu"))
+    a, b, c = model.blend.tolist()
+    np.testing.assert_allclose(blended, a * members[0] + b * members[1] + c, rtol=0, atol=1e-5)
+    accuracy = [((logits > 0) == (data.labels.numpy() > 0.5)).mean() for logits in members]
+    assert ((blended > 0) == (data.labels.numpy() > 0.5)).mean() >= accuracy[1] > accuracy[0]
+
+
+def test_a_model_without_the_branch_keeps_its_mean() -> None:
+    model = tiny_network(members=2)
+    before = copy.deepcopy(model.state_dict())
+    training.blend_on_validation(model, tiny_split(), 16, torch.device("cpu"))
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())

@@ -31,6 +31,8 @@ SAVED_PER_NGRAM = 1  # and per embedding unit for each n-gram table read
 # input, gates and output are alive together.
 INFERENCE_PER_EMBEDDING, INFERENCE_PER_UNIT = 2, 5
 NGRAM_COUNTING = 8 * INT64  # per token of the train split while `learn_ngrams` counts one order
+NB_COUNTING = 3 * INT64  # per token and order kept while the Naive-Bayes branch counts its n-grams
+NB_KEY = INT64 + FLOAT32  # per Naive-Bayes n-gram beside its weight: its key and its ratio
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,14 @@ def train_costs(params: Params, vocab_size: int, rows: int, steps: int) -> list[
         keys = 2 * INT64 * (count // model.embedding_dim) if part.endswith("grams") else 0
         what, set_by = parts[part]
         costs.append(Cost(what, (count * per_weight + keys) * model.members, members + set_by))
+    if model.nb_features:
+        costs.append(
+            Cost(
+                "the Naive-Bayes branch",
+                (model.nb_features + 1) * (per_weight + NB_KEY),
+                (f"train.model.nb_features: {model.nb_features}",),
+            )
+        )
     length = f"pad.maxlen: {params.pad.maxlen}"
     # The padded ids as read (int32), and the train and validation rows in int64.
     costs.append(Cost("the padded reviews", rows * steps * (4 + INT64), (length,)))
@@ -142,7 +152,10 @@ def train_costs(params: Params, vocab_size: int, rows: int, steps: int) -> list[
         activation_bytes(model, train.batch_size, steps, training=True),
         activation_bytes(model, max(train.batch_size, EVAL_BATCH), steps, training=False),
     )
-    counting = rows * steps * NGRAM_COUNTING if model.bigrams or model.trigrams else 0
+    counting = max(
+        rows * steps * NGRAM_COUNTING if model.bigrams or model.trigrams else 0,
+        rows * steps * model.nb_order * NB_COUNTING if model.nb_features else 0,
+    )
     if counting > batch:  # counting the n-grams comes before training, never beside a batch
         costs.append(Cost("counting the n-grams", counting, (length,)))
     else:

@@ -42,10 +42,13 @@ class ModelConfig(ModelParams):
     @field_validator("vocab_size")
     @classmethod
     def _trigram_keys_fit(cls, vocab_size: int, info: ValidationInfo) -> int:
-        if info.data.get("trigrams") and vocab_size >= MAX_TRIGRAM_VOCAB:
+        triples = info.data.get("trigrams") or (
+            info.data.get("nb_features") and info.data.get("nb_order") == 3
+        )
+        if triples and vocab_size >= MAX_TRIGRAM_VOCAB:
             raise ValueError(
-                f"trigrams need a vocabulary below {MAX_TRIGRAM_VOCAB} words: "
-                "lower tokenize.max_features or set train.model.trigrams: 0"
+                f"trigrams need a vocabulary below {MAX_TRIGRAM_VOCAB} words: lower "
+                "tokenize.max_features, or set train.model.trigrams: 0 and nb_order below 3"
             )
         return vocab_size
 
@@ -110,17 +113,87 @@ class NgramEmbedding(nn.Module):
         self.keys[: len(kept)] = kept
 
     def _keys(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """The key of the n-gram ending at each step [B, S], and whether all its words are known.
-        Steps before a row's start read as padding, so they never match a learned key."""
-        ids = nn.functional.pad(ids.long(), (self.order - 1, 0), value=PAD_ID)
-        steps = ids.size(1) - self.order + 1
-        keys = torch.zeros_like(ids[:, :steps])
-        known = torch.ones_like(keys, dtype=torch.bool)
-        for offset in range(self.order):
-            word = ids[:, offset : offset + steps]
-            keys = keys * self.vocab_size + word
-            known &= word > UNK_ID
-        return keys, known
+        return ngram_keys(ids, self.order, self.vocab_size)
+
+
+def ngram_keys(ids: Tensor, order: int, vocab_size: int) -> tuple[Tensor, Tensor]:
+    """The key of the n-gram of `order` words ending at each step [B, S], and whether all its
+    words are known. Steps before a row's start read as padding, so they never match a learned
+    key. Keys of different orders never meet: known ids start at 2, so a pair's key is at least
+    2 * vocab_size, above every word's, and a triple's above every pair's."""
+    ids = nn.functional.pad(ids.long(), (order - 1, 0), value=PAD_ID)
+    steps = ids.size(1) - order + 1
+    keys = torch.zeros_like(ids[:, :steps])
+    known = torch.ones_like(keys, dtype=torch.bool)
+    for offset in range(order):
+        word = ids[:, offset : offset + steps]
+        keys = keys * vocab_size + word
+        known &= word > UNK_ID
+    return keys, known
+
+
+class NaiveBayesBranch(nn.Module):
+    """A linear model over the distinct n-grams of a review (words, pairs and triples up to
+    `order`), each feature scaled by its Naive-Bayes log-count ratio: NBSVM (Wang & Manning, ACL
+    2012), the strongest bag-of-n-grams model on IMDB. The logit is sum_g w_g r_g + b over the
+    n-grams g present, r_g = log of how much likelier g is in a positive review than a negative
+    one, counted on the training rows, and w learned.
+
+    It counts what the recurrence reads in order: millions of n-grams at one weight each, cheap to
+    train and to serve, where the recurrence adds what order tells (negation, "but overall").
+    """
+
+    COUNT_ROWS = 1024  # training rows whose n-grams are listed at once while counting
+
+    def __init__(self, order: int, size: int, vocab_size: int) -> None:
+        super().__init__()
+        self.order, self.vocab_size = order, vocab_size
+        self.register_buffer("keys", torch.full((size,), _NO_NGRAM))  # sorted; none until `learn`
+        self.register_buffer("ratios", torch.zeros(size + 1))  # row 0: "not a learned n-gram"
+        self.weight = nn.Parameter(torch.zeros(size + 1))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Logits [B] for token ids [B, T] padded on either side."""
+        keys = self._distinct_keys(ids)
+        position = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
+        index = torch.where(self.keys[position] == keys, position + 1, 0)  # [B, K]
+        return (self.weight[index] * self.ratios[index]).sum(1) + self.bias
+
+    def learn(self, ids: Tensor, labels: Tensor) -> None:
+        """Keep the n-grams found in most training rows, and their log-count ratios from the
+        number of positive and negative rows holding each (add-one smoothed). Ties go to the
+        lower key, so the same rows always give the same n-grams."""
+        listed, positive = [], []
+        for start in range(0, len(ids), self.COUNT_ROWS):
+            keys = self._distinct_keys(ids[start : start + self.COUNT_ROWS])  # [R, K]
+            kept = keys != _NO_NGRAM
+            listed.append(keys[kept])
+            rows_label = labels[start : start + self.COUNT_ROWS] > 0.5
+            positive.append(rows_label.unsqueeze(1).expand_as(keys)[kept])
+        keys, inverse, rows = torch.unique(
+            torch.cat(listed), return_inverse=True, return_counts=True
+        )
+        in_positive = torch.bincount(inverse, torch.cat(positive).double(), len(keys))
+        chosen = torch.argsort(-rows, stable=True)[: len(self.keys)].sort().values
+        p = 1 + in_positive[chosen]
+        q = 1 + rows[chosen] - in_positive[chosen]
+        self.keys.fill_(_NO_NGRAM)
+        self.keys[: len(chosen)] = keys[chosen]
+        self.ratios.zero_()
+        self.ratios[1 : len(chosen) + 1] = (p / p.sum()).log() - (q / q.sum()).log()
+
+    def _distinct_keys(self, ids: Tensor) -> Tensor:
+        """Each row's n-gram keys [B, K], every distinct one once, the rest `_NO_NGRAM`: a
+        feature says whether an n-gram occurs, not how often (binarized, as NBSVM)."""
+        keys = []
+        for order in range(1, self.order + 1):
+            order_keys, known = ngram_keys(ids, order, self.vocab_size)
+            keys.append(order_keys.masked_fill_(~known, _NO_NGRAM))
+        keys = torch.cat(keys, dim=1).sort(dim=1).values
+        repeated = torch.zeros_like(keys, dtype=torch.bool)
+        repeated[:, 1:] = keys[:, 1:] == keys[:, :-1]
+        return keys.masked_fill_(repeated, _NO_NGRAM)
 
 
 class SentimentRNN(nn.Module):
@@ -196,8 +269,9 @@ class SentimentRNN(nn.Module):
         features = self._readout(x, lengths, valid)  # [B, D*H] or [B, 2*D*H] for mean_max
         return self.head(features).squeeze(-1)  # [B]
 
-    def learn_ngrams(self, ids: Tensor) -> None:
-        """Learn the n-grams that get their own embedding from the training rows `ids`."""
+    def learn_ngrams(self, ids: Tensor, labels: Tensor) -> None:
+        """Learn the n-grams that get their own embedding from the training rows `ids` (whose
+        `labels` only the Naive-Bayes branch of an `Ensemble` needs)."""
         for ngrams in self.ngrams.values():
             ngrams.learn(ids)
 
@@ -223,39 +297,71 @@ class SentimentRNN(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """`config.members` networks read each review; the output is their mean logit.
+    """`config.members` networks read each review, beside a `NaiveBayesBranch` when
+    `config.nb_features` is set; the output is their mean logit.
 
     Each member starts from its own initialisation and has its own dropout, so their errors are
     partly independent and the mean is more accurate than a member. While training, `forward`
     returns every member's logits [M, B] so that each member learns from its own loss: trained on
-    the mean alone, members co-adapt into one wider network instead.
+    the mean alone, members co-adapt into one wider network instead. The Naive-Bayes branch, last
+    of the M, likewise learns alone: trained through the sum, it would fit the training rows
+    within an epoch and leave the recurrence nothing to learn from. Its logit then meets the
+    networks' mean as `blend` weighs them: a*networks + b*branch + c, fitted on the validation
+    split after each epoch (`training.blend_on_validation`), as one branch is often the surer.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.members = nn.ModuleList(SentimentRNN(config) for _ in range(config.members))
+        self.naive_bayes = None
+        if config.nb_features:
+            self.naive_bayes = NaiveBayesBranch(
+                config.nb_order, config.nb_features, config.vocab_size
+            )
+            # (a, b, c) of a*networks + b*branch + c; until fitted, the mean of the two.
+            self.register_buffer("blend", torch.tensor([0.5, 0.5, 0.0]))
 
     def forward(self, ids: Tensor) -> Tensor:
         """Logits [B] (eval mode) or [M, B] (train mode) for token ids [B, T]."""
-        logits = torch.stack([member(ids) for member in self.members])  # [M, B]
-        return logits if self.training else logits.mean(0)
+        logits = self.member_logits(ids)  # [M, B]
+        return logits if self.training else self.combine(logits)
 
-    def learn_ngrams(self, ids: Tensor) -> None:
-        """Count the n-grams once and give every member the same ones."""
+    def member_logits(self, ids: Tensor) -> Tensor:
+        """Each member's logits [M, B], the Naive-Bayes branch's last."""
+        logits = [member(ids) for member in self.members]
+        if self.naive_bayes is not None:
+            logits.append(self.naive_bayes(ids))
+        return torch.stack(logits)
+
+    def combine(self, logits: Tensor) -> Tensor:
+        """The output [B] from the members' logits [M, B]: the networks' mean, blended with the
+        Naive-Bayes branch if there is one."""
+        if self.naive_bayes is None:
+            return logits.mean(0)
+        a, b, c = self.blend
+        return a * logits[:-1].mean(0) + b * logits[-1] + c
+
+    def learn_ngrams(self, ids: Tensor, labels: Tensor) -> None:
+        """Count the n-grams once and give every member the same ones; count the Naive-Bayes
+        branch's n-grams and their ratios on the same rows."""
         first = self.members[0]
-        first.learn_ngrams(ids)
+        first.learn_ngrams(ids, labels)
         for member in self.members[1:]:
             for name, ngrams in member.ngrams.items():
                 ngrams.keys.copy_(first.ngrams[name].keys)
+        if self.naive_bayes is not None:
+            self.naive_bayes.learn(ids, labels)
 
 
 Network = SentimentRNN | Ensemble
 
 
 def build(config: ModelConfig) -> Network:
-    """The network `config` describes: one `SentimentRNN`, or an `Ensemble` of them."""
-    return SentimentRNN(config) if config.members == 1 else Ensemble(config)
+    """The network `config` describes: one `SentimentRNN`, or an `Ensemble` of them (with the
+    Naive-Bayes branch, if any)."""
+    alone = config.members == 1 and not config.nb_features
+    return SentimentRNN(config) if alone else Ensemble(config)
 
 
 def count_parameters(model: nn.Module) -> int:

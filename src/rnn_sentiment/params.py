@@ -83,6 +83,10 @@ class ModelParams(_Block):
     pooling: Literal["last", "mean", "max", "mean_max"] = "mean_max"
     head_layers: tuple[Size, ...] = ()  # Linear+ReLU sizes between the readout and the logit
     members: Size = 1  # networks initialised apart; their mean logit is the output
+    # Distinct n-grams (most frequent first) of a Naive-Bayes-weighted linear branch beside the
+    # recurrence, one more member of the mean; 0: none. nb_order: their longest, in words.
+    nb_features: StrictInt = Field(0, ge=0)
+    nb_order: int = Field(3, ge=1, le=3)
 
 
 class DistributedParams(_Block):

@@ -10,7 +10,9 @@ On a CPU that computes bfloat16 natively (AVX512-BF16 or AMX), serving runs the 
 by default: the recurrence runs about 3x faster and a probability moves by less than 0.005
 (measured on IMDB test reviews, same accuracy). A call of few reviews to a GRU or plain RNN runs
 in float32 instead, which is faster there (`FLOAT32_BELOW`). `precision="float32"` gives the
-evaluate stage's numbers exactly.
+evaluate stage's numbers exactly. `precision="int8"` quantizes the recurrent and dense layers'
+weights to 8-bit integers (dynamic quantization, CPU only), for the large models whose weights
+dominate; docs/serving.md measures what each choice costs and gives.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,7 @@ from rnn_sentiment.params import EvaluateParams, PadParams
 from rnn_sentiment.training import choose_device, predict_logits
 
 BATCH_SIZE = 256
-Precision = Literal["auto", "float32", "bfloat16"]
+Precision = Literal["auto", "float32", "bfloat16", "int8"]
 # The labels of a model no evaluation has given a threshold: the evaluate stage's default.
 THRESHOLD = EvaluateParams().threshold
 # Under `auto` on a CPU with native bfloat16, a call of fewer reviews than this runs in float32,
@@ -70,7 +73,25 @@ def serving_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         native = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
         return torch.bfloat16 if native else torch.float32
+    if precision == "int8":
+        if device.type != "cpu":
+            raise UserError(f"precision int8 runs on a CPU only, not {device.type}: use auto")
+        return torch.qint8
     return getattr(torch, precision)
+
+
+def quantized(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` whose LSTM, GRU and Linear layers hold int8 weights and compute in int8
+    (PyTorch's dynamic quantization: activations quantized on the fly); embeddings and plain RNN
+    layers stay float32."""
+    layers = {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}
+    # torch.ao.quantization announces its move to torchao, which is not a dependency here; the
+    # module is still in torch 2.13, and a test fails the day it is gone.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(model), layers, dtype=torch.qint8)
 
 
 class Predictor:
@@ -87,7 +108,12 @@ class Predictor:
         self.device = next(model.parameters()).device
         dtype = serving_dtype(precision, self.device)
         # A copy, so that the caller's model keeps its own dtype.
-        self.model = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+        if dtype == torch.qint8:
+            self.model = quantized(model)
+        elif dtype == torch.float32:
+            self.model = model
+        else:
+            self.model = copy.deepcopy(model).to(dtype)
         # Where `auto` runs small calls in float32, the float32 weights stay beside the bfloat16
         # copy, in 1.5 times the memory of the float32 weights alone.
         self.float32_below = FLOAT32_BELOW[model.config.cell] if precision == "auto" else 0

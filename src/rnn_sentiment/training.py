@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from rnn_sentiment.distributed import SINGLE, Shard
@@ -156,15 +157,43 @@ def predict_logits(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
+    members: bool = False,
 ) -> np.ndarray:
-    """Logits for every row of `ids`, in order (batched by length for speed)."""
+    """Logits for every row of `ids`, in order (batched by length for speed): [N], or with
+    `members` each member's of an `Ensemble`, [M, N]."""
     model.eval()
+    forward = model.member_logits if members else model
     lengths = (ids != PAD_ID).sum(1).numpy()
-    logits = np.empty(len(ids), dtype=np.float32)
+    logits = None
     with precision(dtype, device):
         for index in batches(lengths, batch_size, rng=None, bucket=True):
-            logits[index] = model(ids[index].to(device)).float().cpu().numpy()
-    return logits
+            batch = forward(ids[index].to(device)).float().cpu().numpy()
+            if logits is None:
+                logits = np.empty((*batch.shape[:-1], len(ids)), dtype=np.float32)
+            logits[..., index] = batch
+    return logits if logits is not None else np.empty(0, dtype=np.float32)
+
+
+def blend_on_validation(
+    model: nn.Module,
+    data: Split,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    shard: Shard = SINGLE,
+) -> None:
+    """Fit how an ensemble with a Naive-Bayes branch weighs it against its networks (`blend`):
+    a logistic regression of the labels on the two logits over the validation rows, the only
+    rows neither has trained on. A model without the branch is left as it is."""
+    if getattr(model, "naive_bayes", None) is None:
+        return
+    rows = shard.rows(np.arange(len(data)))
+    local = predict_logits(model, data.ids[rows], batch_size, device, dtype, members=True)
+    logits = torch.stack([shard.gather(torch.from_numpy(part), len(data)) for part in local])
+    features = torch.stack([logits[:-1].mean(0), logits[-1]], dim=1).double().numpy()
+    fitted = LogisticRegression().fit(features, data.labels.numpy() > 0.5)
+    blend = [*fitted.coef_[0], fitted.intercept_[0]]
+    model.blend.copy_(torch.tensor(blend, dtype=model.blend.dtype))
 
 
 def evaluate_split(
@@ -264,9 +293,9 @@ def fit(
             f"epoch {epoch}",
             shard,
         )
-        val_loss, val_acc = evaluate_split(
-            model, val, max(params.batch_size, 256), device, dtype, shard
-        )
+        eval_batch = max(params.batch_size, 256)
+        blend_on_validation(model, val, eval_batch, device, dtype, shard)
+        val_loss, val_acc = evaluate_split(model, val, eval_batch, device, dtype, shard)
         require_finite(val_loss, f"validation loss of epoch {epoch}", params.clip_grad_norm, dtype)
         stats = EpochStats(
             epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start

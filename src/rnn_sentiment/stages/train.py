@@ -137,7 +137,7 @@ def fit_prepared(
     learns n-grams from the whole train split alike, and trains on its share of each batch."""
     seed_everything(seed)
     model = build(prepared.config)
-    model.learn_ngrams(prepared.train.ids)
+    model.learn_ngrams(prepared.train.ids, prepared.train.labels)
     train, val = prepared.train, prepared.val
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch, shard)
     return TrainResult(model, history, best_epoch)
