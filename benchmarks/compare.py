@@ -151,7 +151,7 @@ def served(scorer, reviews: pd.DataFrame) -> dict:
     from benchmarks.serving_latency import measure as time_serving
 
     test = reviews[reviews.split == "test"]
-    sample = test.text.sample(SERVED_REVIEWS, random_state=0).tolist()
+    sample = test.text.sample(min(SERVED_REVIEWS, len(test)), random_state=0).tolist()
     throughput, p50, _ = time_serving(
         scorer.predict_proba, lambda review: scorer.predict_proba([review]), sample, SINGLE_CALLS
     )

@@ -11,10 +11,10 @@ from rnn_sentiment.errors import UserError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_repository_params_load_with_tutorial_defaults() -> None:
+def test_repository_params_load_with_the_official_source() -> None:
     loaded = params.load(REPO / "params.yaml")
     assert loaded.tokenize.max_features == 10_000
-    assert loaded.pad.maxlen == 150
+    assert loaded.pad.maxlen == 400
     assert loaded.download.url == params.OFFICIAL_URL
     assert loaded.download.sha256 == params.OFFICIAL_SHA256
 
