@@ -3,10 +3,12 @@ accuracy, the pipeline's wall time and memory, serving speed and behaviour. Prin
 
 Every row trains from scratch on the same archive's train split (the presets through the
 pipeline's own stage functions, as `dvc repro` runs them, from reading the archive to scoring the
-test split) and is scored once on its test split; each runs in its own process so that its peak
-memory is its own. Serving is timed through `Predictor` (batch of 2,000 test reviews; p50 of
-200 single-review calls) at its default precision, and for `best` at int8 too, whose test
-accuracy is then scored through that path. Behaviour: failure rates of benchmarks/behaviour.py.
+test split) and is scored once on its test split, in a process of its own. Its pipeline wall and
+peak memory are read before serving is timed; one process runs every stage, so that peak is the
+largest stage's or more. Serving is timed through `Predictor` (a batch of 2,000 test reviews;
+the p50 of 200 single-review calls) at its default precision, and for `best` at int8 too, whose
+test accuracy is then scored through that path. Behaviour: failure rates of
+benchmarks/behaviour.py.
 
     python benchmarks/compare.py --archive ../shared/data/aclImdb_v1_labelled.tar.gz \
         --sha256 0aa235d24bbdc17f53c2dd2c3afde1ea5842464e2bfca4032253ff56a4e22738 [--rows ...]
@@ -95,7 +97,7 @@ def tutorial_as_written(reviews: pd.DataFrame) -> dict:
     return {"accuracy": accuracy, "train_seconds": seconds, "epochs": 1}
 
 
-def preset(reviews: pd.DataFrame, name: str) -> dict[str, dict]:
+def preset(reviews: pd.DataFrame, name: str, started: float) -> dict[str, dict]:
     """Train one preset through the pipeline's own stage functions, score it on test, and measure
     how it serves and behaves: a row, and for `best` a second one served in int8."""
     import pyarrow as pa
@@ -117,6 +119,7 @@ def preset(reviews: pd.DataFrame, name: str) -> dict[str, dict]:
     )
     metrics, _ = evaluate.run(params.evaluate, result.model, padded["test"], device)
     trained = {
+        **pipeline_cost(started),
         "accuracy": metrics["accuracy"],
         "val_accuracy": result.metrics["best_val_accuracy"],
         "epochs": len(result.history),
@@ -131,7 +134,7 @@ def preset(reviews: pd.DataFrame, name: str) -> dict[str, dict]:
     return rows
 
 
-def tfidf_logreg(reviews: pd.DataFrame) -> dict[str, dict]:
+def tfidf_logreg(reviews: pd.DataFrame, started: float) -> dict[str, dict]:
     """The linear baseline (benchmarks/tfidf.py)."""
     from benchmarks.tfidf import TfidfLogreg
 
@@ -141,7 +144,7 @@ def tfidf_logreg(reviews: pd.DataFrame) -> dict[str, dict]:
     seconds = time.perf_counter() - start
     # Above 0.5, as LogisticRegression.predict decides (a positive decision function).
     accuracy = float(((model.predict_proba(test.text) > 0.5) == test.label).mean())
-    row = {"accuracy": accuracy, "epochs": 1, "train_seconds": seconds}
+    row = {**pipeline_cost(started), "accuracy": accuracy, "epochs": 1, "train_seconds": seconds}
     return {"tfidf_logreg": {**row, **served(model, reviews)}}
 
 
@@ -169,38 +172,40 @@ def served(scorer, reviews: pd.DataFrame) -> dict:
     }
 
 
+def pipeline_cost(started: float) -> dict:
+    """Wall time since `started` and this process's peak resident memory so far: what the row's
+    pipeline cost, from reading the archive to scoring the test split, before serving is timed."""
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"wall": time.perf_counter() - started, "peak_mb": peak_mb}
+
+
 def measure(row: str, archive: Path, sha256: str) -> dict[str, dict]:
-    """Run one row in this (fresh) process, from reading the archive on; add its wall time and
-    peak resident memory."""
+    """Run one row in this (fresh) process, from reading the archive on."""
     torch.set_num_threads(torch.get_num_threads())
-    start = time.perf_counter()
+    started = time.perf_counter()
     reviews = load_reviews(archive, sha256)
     if row == "tutorial_as_written":
-        results = {row: tutorial_as_written(reviews)}
-    elif row == "tfidf_logreg":
-        results = tfidf_logreg(reviews)
-    else:
-        results = preset(reviews, row)
-    wall = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {name: {**result, "wall": wall, "peak_mb": peak_mb} for name, result in results.items()}
+        return {row: {**tutorial_as_written(reviews), **pipeline_cost(started)}}
+    if row == "tfidf_logreg":
+        return tfidf_logreg(reviews, started)
+    return preset(reviews, row, started)
 
 
 HEADER = (
-    "| system | test accuracy | best val accuracy | epochs | train wall | whole run wall "
+    "| system | test accuracy | best val accuracy | epochs | train wall | pipeline wall "
     "| peak memory | serving reviews/s | single review p50 | negation fails | templated tests "
     "fail (mean) | short reviews fail |"
 )
 
 
 def format_row(row: str, result: dict) -> str:
-    def share(key: str) -> str:
-        return f"{result[key]:.1%}" if key in result else "-"
+    def share(key: str, digits: int = 1) -> str:
+        return f"{result[key]:.{digits}%}" if key in result else "-"
 
     cells = [
         row,
-        share("accuracy"),
-        share("val_accuracy"),
+        share("accuracy", 2),
+        share("val_accuracy", 2),
         str(result["epochs"]),
         f"{result['train_seconds']:.0f} s",
         f"{result['wall'] / 60:.1f} min",
