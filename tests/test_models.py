@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from rnn_sentiment import checkpoint
 from rnn_sentiment.errors import UserError
@@ -480,3 +481,27 @@ def test_naive_bayes_triples_need_a_vocabulary_whose_keys_fit() -> None:
     with pytest.raises(ValueError, match="nb_order below 3"):
         ModelConfig(**too_large)
     ModelConfig(**{**too_large, "nb_order": 2})
+
+
+def test_the_naive_bayes_gradient_is_the_same_every_time() -> None:
+    """Enough n-grams per batch for torch to spread the backward over threads, where indexing's
+    backward would add in a different order each time."""
+    torch.manual_seed(0)
+    ids = torch.randint(2, 40, (64, 600))
+    labels = (torch.arange(64) % 2).float()
+    branch = NaiveBayesBranch(order=3, size=5000, vocab_size=40)
+    branch.learn(ids, labels)
+    with torch.no_grad():
+        branch.weight.uniform_(-1, 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        gradients = []
+        for _ in range(5):
+            branch.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(branch(ids), labels)
+            loss.backward()
+            gradients.append(branch.weight.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(gradient, gradients[0]) for gradient in gradients[1:])

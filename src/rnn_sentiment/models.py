@@ -158,7 +158,11 @@ class NaiveBayesBranch(nn.Module):
         keys = self._distinct_keys(ids)
         position = torch.searchsorted(self.keys, keys).clamp_(max=len(self.keys) - 1)
         index = torch.where(self.keys[position] == keys, position + 1, 0)  # [B, K]
-        return (self.weight[index] * self.ratios[index]).sum(1) + self.bias
+        # `embedding`, not `self.weight[index]`: indexing's backward adds into the weights with
+        # atomic adds on several CPU threads, in an order that changes from run to run, so the
+        # same seed would not give the same model. Embedding's backward sums in a fixed order.
+        weights = nn.functional.embedding(index, self.weight.unsqueeze(1)).squeeze(-1)
+        return (weights * self.ratios[index]).sum(1) + self.bias
 
     def learn(self, ids: Tensor, labels: Tensor) -> None:
         """Keep the n-grams found in most training rows, and their log-count ratios from the
