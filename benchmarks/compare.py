@@ -114,9 +114,7 @@ def preset(reviews: pd.DataFrame, name: str, started: float) -> dict[str, dict]:
     )
     padded = pad.run(params.pad, tables)
     device = choose_device()
-    result = train.run(
-        params.train, params.base.seed, padded["train"], tokenizer.get_vocab_size(), device
-    )
+    result = train.run(params.train, params.base.seed, padded["train"], tokenizer, device)
     metrics, _ = evaluate.run(params.evaluate, result.model, padded["test"], device)
     trained = {
         **pipeline_cost(started),

@@ -29,6 +29,7 @@ TINY_TRAINING = {
     "train.model.embedding_dim": 8,
     "train.model.hidden_dim": 8,
     "train.model.nb_features": 1000,
+    "train.model.nb_negation": True,
     "train.epochs": 2,
     "train.batch_size": 8,
     "train.lr": 0.01,

@@ -154,7 +154,7 @@ def test_script_tests_a_trained_model_and_tfidf(
     arrays, tokenizer = synthetic_padded(per_class=24)
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     tiny = TrainParams(model=ModelParams(embedding_dim=8, hidden_dim=8), epochs=2, batch_size=8)
-    result = train.run(tiny, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu"))
+    result = train.run(tiny, 0, arrays, tokenizer, torch.device("cpu"))
     params = Params(pad=PadParams(maxlen=24), train=tiny)
     train.write_model_dir(tmp_path / "models", result.model, params, tmp_path / "tokenizer.json")
     archive = build_archive(tmp_path / "tiny.tar.gz")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tokenizers import Tokenizer
 from torch import nn
 
 from rnn_sentiment import checkpoint, distributed, training
@@ -39,9 +40,9 @@ TINY = TrainParams(
 
 
 @pytest.fixture(scope="module")
-def data() -> tuple[dict[str, np.ndarray], int]:
+def data() -> tuple[dict[str, np.ndarray], Tokenizer]:
     arrays, tokenizer = synthetic_padded(per_class=60)
-    return arrays, tokenizer.get_vocab_size()
+    return arrays, tokenizer
 
 
 class _Alone(Shard):
@@ -83,10 +84,10 @@ def test_a_rank_left_without_rows_runs_a_stand_in_row_of_weight_zero() -> None:
     assert list(rows) == [7] and weight == 0
 
 
-def run_ranks(arrays: dict[str, np.ndarray], vocab_size: int, params: TrainParams) -> dict:
+def run_ranks(arrays: dict[str, np.ndarray], tokenizer: Tokenizer, params: TrainParams) -> dict:
     """Launched on each rank: train, and return what the test compares."""
     shard, device = distributed.join(params.distributed, CPU)
-    result = train.run(params, 0, arrays, vocab_size, device, shard=shard)
+    result = train.run(params, 0, arrays, tokenizer, device, shard=shard)
     return {
         "state": result.model.state_dict(),
         "val_loss": [stats.val_loss for stats in result.history],
@@ -95,11 +96,11 @@ def run_ranks(arrays: dict[str, np.ndarray], vocab_size: int, params: TrainParam
 
 
 def test_two_workers_train_as_one_process_with_the_same_global_batch(data) -> None:
-    arrays, vocab_size = data
+    arrays, tokenizer = data
     params = TINY.model_copy(update={"distributed": TWO})
-    first = distributed.launch(run_ranks, (arrays, vocab_size, params), TWO)
-    again = distributed.launch(run_ranks, (arrays, vocab_size, params), TWO)
-    alone = train.run(TINY, 0, arrays, vocab_size, CPU)
+    first = distributed.launch(run_ranks, (arrays, tokenizer, params), TWO)
+    again = distributed.launch(run_ranks, (arrays, tokenizer, params), TWO)
+    alone = train.run(TINY, 0, arrays, tokenizer, CPU)
 
     assert sorted(first) == [0, 1]
     for key, tensor in first[0]["state"].items():  # every rank ends with the same model
@@ -202,7 +203,7 @@ def test_one_worker_trains_in_this_process_exactly_as_before(tmp_path, data) -> 
 
     assert train.main(args) == 0
 
-    alone = train.run(TINY, 0, arrays, tokenizer.get_vocab_size(), CPU)
+    alone = train.run(TINY, 0, arrays, tokenizer, CPU)
     metrics = json.loads((tmp_path / "out/train.json").read_text(encoding="utf-8"))
     expected = alone.metrics | {"device": "cpu"}
     assert {k: v for k, v in metrics.items() if k != "train_seconds"} == {

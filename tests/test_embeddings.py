@@ -129,7 +129,7 @@ def test_a_trained_embedding_puts_sentiment_words_with_their_kind() -> None:
     params = TrainParams(
         model=ModelParams(embedding_dim=8, hidden_dim=8, members=2), epochs=3, batch_size=8, lr=0.03
     )
-    model = train.run(params, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu")).model
+    model = train.run(params, 0, arrays, tokenizer, torch.device("cpu")).model
     vectors = embeddings.word_vectors(model)
 
     def mean_cosine(word: str, others: list[str]) -> float:

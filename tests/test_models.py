@@ -21,7 +21,7 @@ from rnn_sentiment.models import (
     count_parameters,
 )
 from rnn_sentiment.params import ModelParams, PadParams
-from rnn_sentiment.text import PAD_ID
+from rnn_sentiment.text import ENDS_CLAUSE, NEGATOR, PAD_ID, PLAIN
 
 CELLS = ("rnn", "lstm", "gru")
 POOLINGS = ("last", "mean", "max", "mean_max")
@@ -505,3 +505,56 @@ def test_the_naive_bayes_gradient_is_the_same_every_time() -> None:
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(gradient, gradients[0]) for gradient in gradients[1:])
+
+
+NOT, END, GOOD, FILM = 3, 4, 10, 11  # a negator, a clause end ("."), two plain words
+
+
+def negation_roles() -> torch.Tensor:
+    roles = torch.full((SMALL["vocab_size"],), PLAIN, dtype=torch.int8)
+    roles[NOT], roles[END] = NEGATOR, ENDS_CLAUSE
+    return roles
+
+
+def test_a_negation_turns_the_rest_of_its_clause_into_other_ngrams() -> None:
+    vocab = SMALL["vocab_size"]
+    branch = NaiveBayesBranch(order=2, size=100, vocab_size=vocab, negation=True)
+    rows = torch.tensor(
+        [
+            [GOOD, FILM, 0, 0, 0],  # positive: "good film"
+            [NOT, GOOD, FILM, END, GOOD],  # negative: "not good film. good"
+        ]
+    )
+    branch.learn(rows, torch.tensor([1.0, 0.0]), negation_roles())
+    learned = dict(zip(branch.keys.tolist(), branch.ratios[1:].tolist(), strict=True))
+    plain = {GOOD, FILM, NOT, END, GOOD * vocab + FILM, FILM * vocab + END, END * vocab + GOOD}
+    negated = {~GOOD, ~FILM, ~(NOT * vocab + GOOD), ~(GOOD * vocab + FILM)}  # up to the "."
+    assert set(learned) - {branch.keys.max().item()} == plain | negated
+    assert learned[~GOOD] < learned[GOOD]  # "good" after "not" is evidence of its own
+    assert learned[~FILM] < 0 < learned[FILM]
+    with torch.no_grad():
+        branch.weight.uniform_(-1, 1)
+        review = [NOT, GOOD, END, FILM]
+        for side in ("pre", "post"):
+            torch.testing.assert_close(
+                branch(pad(review, 6, side)), branch(pad(review, 0, side)), rtol=0, atol=1e-6
+            )
+
+
+def test_a_negation_branch_keeps_its_roles_in_the_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(**{**SMALL, "nb_features": 50, "nb_negation": True})
+    model = build(config)
+    ids = torch.cat([pad([NOT, *review], 14 - len(review), "post") for review in REVIEWS])
+    with pytest.raises(ValueError, match="needs the tokenizer's word roles"):
+        model.learn_ngrams(ids, LABELS)
+    model.learn_ngrams(ids, LABELS, negation_roles())
+    with torch.no_grad():
+        model.naive_bayes.weight.uniform_(-1, 1)
+    checkpoint.save(tmp_path / "model.pt", model, PadParams())
+    restored = checkpoint.load(tmp_path / "model.pt").model.eval()
+    torch.testing.assert_close(restored.naive_bayes.roles, negation_roles(), rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(restored(ids), model.eval()(ids), rtol=0, atol=0)
+    without = build(config.model_copy(update={"nb_negation": False}))
+    assert "naive_bayes.roles" not in without.state_dict()  # as checkpoints written before

@@ -74,7 +74,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     arrays, tokenizer = synthetic_padded(per_class=24, maxlen=24)
     tokenizer.save(str(root / "tokenizer.json"))
     params = Params(pad=PadParams(maxlen=24), train=TINY)
-    result = train.run(TINY, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu"))
+    result = train.run(TINY, 0, arrays, tokenizer, torch.device("cpu"))
     model_dir = root / "models"
     with using_store(store):
         with tracking.training_run(train.tracked_params(params)) as run_id:

@@ -121,3 +121,14 @@ def test_tag_characters_are_all_that_decompose_to_hold_one(constant: str, char: 
 def test_tag_ends_are_the_closers_that_stay_a_tag_end() -> None:
     ends = {char for char in text.TAG_CLOSERS if unicodedata.normalize("NFKC", char + "a") == ">a"}
     assert set(text.TAG_ENDS) == ends
+
+
+def test_negators_and_clause_ends_are_found_in_the_vocabulary() -> None:
+    tokenizer = text.fit(["It wasn't bad, but it was not good. No!"], TokenizeParams())
+    roles = text.word_roles(tokenizer)
+    by_role: dict[int, set[str]] = {}
+    for token, index in tokenizer.get_vocab().items():
+        by_role.setdefault(int(roles[index]), set()).add(token)
+    assert by_role[text.NEGATOR] == {"not", "no", "t"}  # "t" ends "wasn't"
+    assert by_role[text.ENDS_CLAUSE] == {",", ".", "!", "but"}
+    assert {"wasn", "'", "bad", "good", text.PAD_TOKEN} <= by_role[text.PLAIN]

@@ -190,7 +190,7 @@ def model_dir(tmp_path: Path) -> Path:
     params = params_lib.Params(
         train=TrainParams(model=ModelParams(embedding_dim=4, hidden_dim=4), epochs=1, batch_size=8)
     )
-    result = train.run(params.train, 0, arrays, tokenizer.get_vocab_size(), torch.device("cpu"))
+    result = train.run(params.train, 0, arrays, tokenizer, torch.device("cpu"))
     train.write_model_dir(tmp_path / "models", result.model, params, tmp_path / "tokenizer.json")
     return tmp_path / "models"
 

@@ -38,7 +38,7 @@ def test_adam_runs_fused_and_sgd_is_left_alone() -> None:
 def test_the_monitored_value_picks_the_epoch_kept(monkeypatch, monitor: str, best: int) -> None:
     # Validation (loss, accuracy) per epoch: loss is lowest at epoch 2, accuracy highest at 3.
     scripted = iter([(0.5, 0.80), (0.4, 0.85), (0.45, 0.90), (0.6, 0.70), (0.7, 0.6)])
-    monkeypatch.setattr(training, "evaluate_split", lambda *args: next(scripted))
+    monkeypatch.setattr(training, "validate", lambda *args: next(scripted))
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(10, 1), nn.Flatten(0))  # one logit per one-token row
     data = training.Split(torch.arange(2, 10).unsqueeze(1), torch.ones(8))
@@ -101,7 +101,7 @@ def test_a_diverging_learning_rate_stops_training_in_its_first_epoch() -> None:
 
 
 def test_a_non_finite_validation_loss_stops_training(monkeypatch) -> None:
-    monkeypatch.setattr(training, "evaluate_split", lambda *args: (float("inf"), 0.5))
+    monkeypatch.setattr(training, "validate", lambda *args: (float("inf"), 0.5))
     params = TrainParams(batch_size=8, epochs=2, monitor="val_accuracy")
     with pytest.raises(UserError, match=r"validation loss of epoch 1 is inf: .*lower train\.lr"):
         training.fit(tiny_network(), tiny_split(), tiny_split(), params, 0, CPU)
@@ -114,19 +114,20 @@ def test_the_naive_bayes_blend_is_fitted_on_validation_rows() -> None:
     with torch.no_grad():  # the branch alone knows the labels, the network knows nothing
         model.naive_bayes.weight.fill_(1.0)
     assert model.blend.tolist() == [0.5, 0.5, 0.0]
-    training.blend_on_validation(model, data, 16, torch.device("cpu"))
+    _, accuracy = training.validate(model, data, 16, torch.device("cpu"))
     assert model.blend[1] > max(abs(model.blend[0]), 0.5)
     members = training.predict_logits(model, data.ids, 16, torch.device("cpu"), members=True)
     assert members.shape == (2, len(data))
     blended = training.predict_logits(model, data.ids, 16, torch.device("cpu"))
     a, b, c = model.blend.tolist()
     np.testing.assert_allclose(blended, a * members[0] + b * members[1] + c, rtol=0, atol=1e-5)
-    accuracy = [((logits > 0) == (data.labels.numpy() > 0.5)).mean() for logits in members]
-    assert ((blended > 0) == (data.labels.numpy() > 0.5)).mean() >= accuracy[1] > accuracy[0]
+    each = [((logits > 0) == (data.labels.numpy() > 0.5)).mean() for logits in members]
+    assert ((blended > 0) == (data.labels.numpy() > 0.5)).mean() >= each[1] > each[0]
+    assert accuracy == pytest.approx(((blended > 0) == (data.labels.numpy() > 0.5)).mean())
 
 
 def test_a_model_without_the_branch_keeps_its_mean() -> None:
     model = tiny_network(members=2)
     before = copy.deepcopy(model.state_dict())
-    training.blend_on_validation(model, tiny_split(), 16, torch.device("cpu"))
+    training.validate(model, tiny_split(), 16, torch.device("cpu"))
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from rnn_sentiment.params import ModelParams, problem
-from rnn_sentiment.text import PAD_ID, UNK_ID
+from rnn_sentiment.text import ENDS_CLAUSE, NEGATOR, PAD_ID, PLAIN, UNK_ID
 
 _LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 NGRAM_INIT_STD = 0.1  # n-gram embeddings start small: a phrase first means what its words mean
@@ -145,11 +145,13 @@ class NaiveBayesBranch(nn.Module):
 
     COUNT_ROWS = 1024  # training rows whose n-grams are listed at once while counting
 
-    def __init__(self, order: int, size: int, vocab_size: int) -> None:
+    def __init__(self, order: int, size: int, vocab_size: int, negation: bool = False) -> None:
         super().__init__()
-        self.order, self.vocab_size = order, vocab_size
+        self.order, self.vocab_size, self.negation = order, vocab_size, negation
         self.register_buffer("keys", torch.full((size,), _NO_NGRAM))  # sorted; none until `learn`
         self.register_buffer("ratios", torch.zeros(size + 1))  # row 0: "not a learned n-gram"
+        if negation:  # each id's role in negation scope (`text.word_roles`); set by `learn`
+            self.register_buffer("roles", torch.full((vocab_size,), PLAIN, dtype=torch.int8))
         self.weight = nn.Parameter(torch.zeros(size + 1))
         self.bias = nn.Parameter(torch.zeros(()))
 
@@ -164,10 +166,15 @@ class NaiveBayesBranch(nn.Module):
         weights = nn.functional.embedding(index, self.weight.unsqueeze(1)).squeeze(-1)
         return (weights * self.ratios[index]).sum(1) + self.bias
 
-    def learn(self, ids: Tensor, labels: Tensor) -> None:
+    def learn(self, ids: Tensor, labels: Tensor, roles: Tensor | None = None) -> None:
         """Keep the n-grams found in most training rows, and their log-count ratios from the
         number of positive and negative rows holding each (add-one smoothed). Ties go to the
-        lower key, so the same rows always give the same n-grams."""
+        lower key, so the same rows always give the same n-grams. A branch with `negation` needs
+        the tokenizer's `roles`, and keeps them."""
+        if self.negation:
+            if roles is None:
+                raise ValueError("a branch with negation scope needs the tokenizer's word roles")
+            self.roles.copy_(roles)
         listed, positive = [], []
         for start in range(0, len(ids), self.COUNT_ROWS):
             keys = self._distinct_keys(ids[start : start + self.COUNT_ROWS])  # [R, K]
@@ -189,15 +196,28 @@ class NaiveBayesBranch(nn.Module):
 
     def _distinct_keys(self, ids: Tensor) -> Tensor:
         """Each row's n-gram keys [B, K], every distinct one once, the rest `_NO_NGRAM`: a
-        feature says whether an n-gram occurs, not how often (binarized, as NBSVM)."""
+        feature says whether an n-gram occurs, not how often (binarized, as NBSVM). With
+        `negation`, an n-gram whose last word is in a negation's scope has its key's bitwise
+        complement: negative, so it meets no other key."""
+        negated = self._in_negation_scope(ids) if self.negation else None
         keys = []
         for order in range(1, self.order + 1):
             order_keys, known = ngram_keys(ids, order, self.vocab_size)
+            if negated is not None:
+                order_keys = torch.where(negated, ~order_keys, order_keys)
             keys.append(order_keys.masked_fill_(~known, _NO_NGRAM))
         keys = torch.cat(keys, dim=1).sort(dim=1).values
         repeated = torch.zeros_like(keys, dtype=torch.bool)
         repeated[:, 1:] = keys[:, 1:] == keys[:, :-1]
         return keys.masked_fill_(repeated, _NO_NGRAM)
+
+    def _in_negation_scope(self, ids: Tensor) -> Tensor:
+        """Whether each step [B, T] follows a negator with no clause end between them."""
+        roles = self.roles[ids.long()]
+        steps = torch.arange(ids.size(1), device=ids.device)
+        last_negator = torch.where(roles == NEGATOR, steps, -1).cummax(1).values
+        last_end = torch.where(roles == ENDS_CLAUSE, steps, -1).cummax(1).values
+        return (last_negator > last_end) & (last_negator < steps)
 
 
 class SentimentRNN(nn.Module):
@@ -273,9 +293,10 @@ class SentimentRNN(nn.Module):
         features = self._readout(x, lengths, valid)  # [B, D*H] or [B, 2*D*H] for mean_max
         return self.head(features).squeeze(-1)  # [B]
 
-    def learn_ngrams(self, ids: Tensor, labels: Tensor) -> None:
+    def learn_ngrams(self, ids: Tensor, labels: Tensor, roles: Tensor | None = None) -> None:
         """Learn the n-grams that get their own embedding from the training rows `ids` (whose
-        `labels` only the Naive-Bayes branch of an `Ensemble` needs)."""
+        `labels` and the tokenizer's word `roles` only the Naive-Bayes branch of an `Ensemble`
+        needs)."""
         for ngrams in self.ngrams.values():
             ngrams.learn(ids)
 
@@ -311,7 +332,7 @@ class Ensemble(nn.Module):
     of the M, likewise learns alone: trained through the sum, it would fit the training rows
     within an epoch and leave the recurrence nothing to learn from. Its logit then meets the
     networks' mean as `blend` weighs them: a*networks + b*branch + c, fitted on the validation
-    split after each epoch (`training.blend_on_validation`), as one branch is often the surer.
+    split after each epoch (`training.fit_blend`), as one branch is often the surer.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -321,7 +342,7 @@ class Ensemble(nn.Module):
         self.naive_bayes = None
         if config.nb_features:
             self.naive_bayes = NaiveBayesBranch(
-                config.nb_order, config.nb_features, config.vocab_size
+                config.nb_order, config.nb_features, config.vocab_size, config.nb_negation
             )
             # (a, b, c) of a*networks + b*branch + c; until fitted, the mean of the two.
             self.register_buffer("blend", torch.tensor([0.5, 0.5, 0.0]))
@@ -346,7 +367,7 @@ class Ensemble(nn.Module):
         a, b, c = self.blend
         return a * logits[:-1].mean(0) + b * logits[-1] + c
 
-    def learn_ngrams(self, ids: Tensor, labels: Tensor) -> None:
+    def learn_ngrams(self, ids: Tensor, labels: Tensor, roles: Tensor | None = None) -> None:
         """Count the n-grams once and give every member the same ones; count the Naive-Bayes
         branch's n-grams and their ratios on the same rows."""
         first = self.members[0]
@@ -355,7 +376,7 @@ class Ensemble(nn.Module):
             for name, ngrams in member.ngrams.items():
                 ngrams.keys.copy_(first.ngrams[name].keys)
         if self.naive_bayes is not None:
-            self.naive_bayes.learn(ids, labels)
+            self.naive_bayes.learn(ids, labels, roles)
 
 
 Network = SentimentRNN | Ensemble

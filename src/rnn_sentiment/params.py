@@ -87,6 +87,7 @@ class ModelParams(_Block):
     # recurrence, one more member of the mean; 0: none. nb_order: their longest, in words.
     nb_features: StrictInt = Field(0, ge=0)
     nb_order: int = Field(3, ge=1, le=3)
+    nb_negation: StrictBool = False  # the branch tells "not good" from "good" (`text.NEGATORS`)
 
 
 class DistributedParams(_Block):

@@ -42,6 +42,15 @@ TAG_OPENERS = "<\u226e\ufe64\uff1c"
 TAG_CLOSERS = ">\u226f\ufe65\uff1e"
 TAG_ENDS = ">\ufe65\uff1e"
 _CUT_EVENTS = re.compile(f"[{TAG_OPENERS}]|[{TAG_ENDS}](?=[\\x00-\\x7f])|[{CUT_SPACES}]")
+# Negation scope (Das & Chen 2001; Pang, Lee & Vaithyanathan 2002): a negator turns the words after
+# it, up to the end of their clause, into other features for the Naive-Bayes branch, so "not good"
+# no longer counts as "good". "t" is the end of "n't", which the pre-tokenizer splits off as "'t".
+NEGATORS = frozenset(
+    "not no never t nothing nobody none nowhere neither nor cannot aint arent cant couldnt didnt "  # noqa: SIM905
+    "doesnt dont hadnt hasnt havent isnt shouldnt wasnt werent wont wouldnt".split()
+)
+CLAUSE_END = re.compile(r"[^\w\s]*[.,:;!?][^\w\s]*|but")  # ends a clause, and a negation's scope
+PLAIN, NEGATOR, ENDS_CLAUSE = 0, 1, 2  # a token's role in negation scope (`word_roles`)
 WINDOW_CHARS_PER_TOKEN = 8  # the first window's width per kept token, widened 4-fold as needed
 MAX_WINDOW_CHARS = 1 << 20  # text beyond this is never tokenized, whatever it holds
 
@@ -169,6 +178,18 @@ def load(path: str | os.PathLike[str]) -> Tokenizer:
             f"{path} is not a tokenizer the tokenize stage wrote ({reason(err)}): run `dvc repro` "
             "to rebuild it"
         ) from None
+
+
+def word_roles(tokenizer: Tokenizer) -> np.ndarray:
+    """Each id's role in negation scope [vocab size]: NEGATOR, ENDS_CLAUSE or PLAIN. Punctuation
+    ends a clause only as a token of its own (`split_punctuation: true`, the default)."""
+    roles = np.full(tokenizer.get_vocab_size(), PLAIN, dtype=np.int8)
+    for token, index in tokenizer.get_vocab().items():
+        if token.lower() in NEGATORS:
+            roles[index] = NEGATOR
+        elif CLAUSE_END.fullmatch(token.lower()):
+            roles[index] = ENDS_CLAUSE
+    return roles
 
 
 def check_vocab_size(

@@ -174,29 +174,37 @@ def predict_logits(
     return logits if logits is not None else np.empty(0, dtype=np.float32)
 
 
-def blend_on_validation(
+def gathered_logits(
     model: nn.Module,
     data: Split,
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     shard: Shard = SINGLE,
-) -> None:
-    """Fit how an ensemble with a Naive-Bayes branch weighs it against its networks (`blend`):
-    a logistic regression of the labels on the two logits over the validation rows, the only
-    rows neither has trained on. A model without the branch is left as it is."""
-    if getattr(model, "naive_bayes", None) is None:
-        return
+    members: bool = False,
+) -> torch.Tensor:
+    """`predict_logits` of every row of `data` ([N], or with `members` [M, N]): each rank of a
+    `shard` scores its own rows, and every rank gets all of them back in row order."""
     rows = shard.rows(np.arange(len(data)))
-    local = predict_logits(model, data.ids[rows], batch_size, device, dtype, members=True)
-    logits = torch.stack([shard.gather(torch.from_numpy(part), len(data)) for part in local])
-    features = torch.stack([logits[:-1].mean(0), logits[-1]], dim=1).double().numpy()
-    fitted = LogisticRegression().fit(features, data.labels.numpy() > 0.5)
+    local = torch.from_numpy(
+        predict_logits(model, data.ids[rows], batch_size, device, dtype, members)
+    )
+    if not members:
+        return shard.gather(local, len(data))
+    return torch.stack([shard.gather(part, len(data)) for part in local])
+
+
+def fit_blend(model: nn.Module, member_logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Fit how an ensemble weighs its Naive-Bayes branch against its networks (`blend`): a
+    logistic regression of `labels` on the two logits, given the members' logits [M, N] of the
+    validation rows, the only rows neither part has trained on."""
+    features = torch.stack([member_logits[:-1].mean(0), member_logits[-1]], dim=1)
+    fitted = LogisticRegression().fit(features.double().numpy(), labels.numpy() > 0.5)
     blend = [*fitted.coef_[0], fitted.intercept_[0]]
     model.blend.copy_(torch.tensor(blend, dtype=model.blend.dtype))
 
 
-def evaluate_split(
+def validate(
     model: nn.Module,
     data: Split,
     batch_size: int,
@@ -204,11 +212,15 @@ def evaluate_split(
     dtype: torch.dtype = torch.float32,
     shard: Shard = SINGLE,
 ) -> tuple[float, float]:
-    """Mean BCE loss and accuracy of `model` on `data`. With a `shard`, each rank scores its rows
-    and all of them compute the same figures from the gathered logits."""
-    rows = shard.rows(np.arange(len(data)))
-    local = torch.from_numpy(predict_logits(model, data.ids[rows], batch_size, device, dtype))
-    logits = shard.gather(local, len(data))
+    """Mean BCE loss and accuracy of `model` on the validation split `data`, in one pass over it.
+    An ensemble with a Naive-Bayes branch first fits its blend on the members' logits of that pass
+    (`fit_blend`). With a `shard`, all ranks compute the same figures from the gathered logits."""
+    if getattr(model, "naive_bayes", None) is None:
+        logits = gathered_logits(model, data, batch_size, device, dtype, shard)
+    else:
+        members = gathered_logits(model, data, batch_size, device, dtype, shard, members=True)
+        fit_blend(model, members, data.labels)
+        logits = model.combine(members.to(model.blend.device)).cpu()
     loss = nn.functional.binary_cross_entropy_with_logits(logits, data.labels).item()
     accuracy = ((logits > 0) == (data.labels > 0.5)).float().mean().item()
     return loss, accuracy
@@ -294,8 +306,7 @@ def fit(
             shard,
         )
         eval_batch = max(params.batch_size, 256)
-        blend_on_validation(model, val, eval_batch, device, dtype, shard)
-        val_loss, val_acc = evaluate_split(model, val, eval_batch, device, dtype, shard)
+        val_loss, val_acc = validate(model, val, eval_batch, device, dtype, shard)
         require_finite(val_loss, f"validation loss of epoch {epoch}", params.clip_grad_norm, dtype)
         stats = EpochStats(
             epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start

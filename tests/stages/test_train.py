@@ -32,23 +32,23 @@ TINY = TrainParams(
 def data():
     arrays, tokenizer = synthetic_padded(per_class=120)
     held_out, _ = synthetic_padded(per_class=60, offset=500)
-    return arrays, tokenizer.get_vocab_size(), held_out
+    return arrays, tokenizer, held_out
 
 
 def test_learns_a_separable_task(data) -> None:
-    arrays, vocab_size, _ = data
-    result = train.run(TINY, 0, arrays, vocab_size, torch.device("cpu"))
+    arrays, tokenizer, _ = data
+    result = train.run(TINY, 0, arrays, tokenizer, torch.device("cpu"))
     assert result.metrics["best_val_accuracy"] >= 0.95
     assert result.history[-1].train_loss < result.history[0].train_loss
     assert 1 <= result.best_epoch <= len(result.history)
 
 
 def test_same_seed_same_metrics(data) -> None:
-    arrays, vocab_size, _ = data
+    arrays, tokenizer, _ = data
     params = TINY.model_copy(update={"epochs": 2})
-    first = train.run(params, 7, arrays, vocab_size, torch.device("cpu"))
-    second = train.run(params, 7, arrays, vocab_size, torch.device("cpu"))
-    third = train.run(params, 8, arrays, vocab_size, torch.device("cpu"))
+    first = train.run(params, 7, arrays, tokenizer, torch.device("cpu"))
+    second = train.run(params, 7, arrays, tokenizer, torch.device("cpu"))
+    third = train.run(params, 8, arrays, tokenizer, torch.device("cpu"))
     drop = {"train_seconds"}
     assert {k: v for k, v in first.metrics.items() if k not in drop} == {
         k: v for k, v in second.metrics.items() if k not in drop
@@ -57,9 +57,9 @@ def test_same_seed_same_metrics(data) -> None:
 
 
 def test_early_stopping_keeps_the_best_epoch(data) -> None:
-    arrays, vocab_size, _ = data
+    arrays, tokenizer, _ = data
     params = TINY.model_copy(update={"epochs": 30, "patience": 1, "lr": 0.05})
-    result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    result = train.run(params, 0, arrays, tokenizer, torch.device("cpu"))
     best = min(result.history, key=lambda stats: stats.val_loss)
     assert result.best_epoch == best.epoch
     assert len(result.history) <= result.best_epoch + 1
@@ -67,14 +67,14 @@ def test_early_stopping_keeps_the_best_epoch(data) -> None:
 
 def test_tutorial_architecture_trains(data) -> None:
     """The tutorial's SimpleRNN (vanilla cell, last step) learns once loss and padding are fixed."""
-    arrays, vocab_size, held_out = data
+    arrays, tokenizer, held_out = data
     params = TINY.model_copy(
         update={
             "model": ModelParams(cell="rnn", pooling="last", embedding_dim=16, hidden_dim=32),
             "epochs": 8,
         }
     )
-    result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    result = train.run(params, 0, arrays, tokenizer, torch.device("cpu"))
     test = Split.from_arrays(held_out["ids"], held_out["labels"])
     accuracy = (
         (predict_logits(result.model, test.ids, 64, torch.device("cpu")) > 0)
@@ -121,13 +121,14 @@ def test_too_few_movies_is_a_clear_error() -> None:
 
 
 def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
-    arrays, vocab_size, held_out = data
+    arrays, tokenizer, held_out = data
     update = {"bigrams": 50, "trigrams": 20, "members": 2, "bidirectional": True}
     model = TINY.model.model_copy(update=update)
     params = TINY.model_copy(update={"model": model, "epochs": 3, "lr_schedule": "linear"})
-    result = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    result = train.run(params, 0, arrays, tokenizer, torch.device("cpu"))
     members = result.model.members
     assert len(members) == 2
+    vocab_size = tokenizer.get_vocab_size()
     assert (members[0].ngrams["bigrams"].keys < vocab_size**2).sum() == 50  # pairs of the rows
     assert (members[1].ngrams["trigrams"].keys < vocab_size**3).sum() == 20
     test = Split.from_arrays(held_out["ids"], held_out["labels"])
@@ -136,11 +137,11 @@ def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
 
 
 def test_mixed_precision_learns_and_repeats(data) -> None:
-    arrays, vocab_size, _ = data
+    arrays, tokenizer, _ = data
     model = TINY.model.model_copy(update={"cell": "lstm"})
     params = TINY.model_copy(update={"model": model, "epochs": 4, "precision": "bfloat16"})
-    first = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
-    second = train.run(params, 0, arrays, vocab_size, torch.device("cpu"))
+    first = train.run(params, 0, arrays, tokenizer, torch.device("cpu"))
+    second = train.run(params, 0, arrays, tokenizer, torch.device("cpu"))
     assert first.metrics["best_val_accuracy"] >= 0.9
     assert first.history[0].train_loss == second.history[0].train_loss
     assert first.history[-1].val_loss == second.history[-1].val_loss

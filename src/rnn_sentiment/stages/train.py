@@ -33,6 +33,7 @@ from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_e
 
 if TYPE_CHECKING:
     from dvclive import Live
+    from tokenizers import Tokenizer
 
 EXAMPLE_REVIEWS = ["A moving, beautifully acted film.", "Two hours I will never get back."]
 
@@ -86,40 +87,45 @@ def split_validation(
 
 @dataclass(frozen=True)
 class Prepared:
-    """What a training starts from, checked: the model config and the train/validation splits."""
+    """What a training starts from, checked: the model config, the train/validation splits and
+    each token id's role in negation scope (`text.word_roles`)."""
 
     config: ModelConfig
     train: Split
     val: Split
+    roles: torch.Tensor
 
 
 def prepare(
-    params: TrainParams, seed: int, arrays: dict[str, np.ndarray], vocab_size: int
+    params: TrainParams, seed: int, arrays: dict[str, np.ndarray], tokenizer: Tokenizer
 ) -> Prepared:
     """Build the model config and carve the validation split: all that bad params or data can
     fail on, so `main` checks it before opening an MLflow run, which a mistake would leave FAILED.
     """
     try:
-        config = ModelConfig.from_dict({**params.model.model_dump(), "vocab_size": vocab_size})
+        config = ModelConfig.from_dict(
+            {**params.model.model_dump(), "vocab_size": tokenizer.get_vocab_size()}
+        )
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
     train, val = split_validation(
         arrays["ids"], arrays["labels"], arrays["groups"], params.val_fraction, seed
     )
-    return Prepared(config, train, val)
+    return Prepared(config, train, val, torch.from_numpy(text.word_roles(tokenizer)))
 
 
 def run(
     params: TrainParams,
     seed: int,
     arrays: dict[str, np.ndarray],
-    vocab_size: int,
+    tokenizer: Tokenizer,
     device: torch.device,
     on_epoch=lambda stats: None,
     shard: Shard = SINGLE,
 ) -> TrainResult:
-    """Train on the padded train arrays (`ids`, `labels`); return the model at its best epoch."""
-    prepared = prepare(params, seed, arrays, vocab_size)
+    """Train on the padded train arrays (`ids`, `labels`) that `tokenizer` gave; return the model
+    at its best epoch."""
+    prepared = prepare(params, seed, arrays, tokenizer)
     return fit_prepared(prepared, params, seed, device, on_epoch, shard)
 
 
@@ -137,7 +143,7 @@ def fit_prepared(
     learns n-grams from the whole train split alike, and trains on its share of each batch."""
     seed_everything(seed)
     model = build(prepared.config)
-    model.learn_ngrams(prepared.train.ids, prepared.train.labels)
+    model.learn_ngrams(prepared.train.ids, prepared.train.labels, prepared.roles)
     train, val = prepared.train, prepared.val
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch, shard)
     return TrainResult(model, history, best_epoch)
@@ -160,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     tracking.configure()  # an unreachable tracking server fails now, before any work
     train_file = args.padded_dir / "train.npz"
     arrays = read_npz(train_file)
-    vocab_size = tokenizer_vocab_size(args.tokenizer)
+    tokenizer = text.load(args.tokenizer)
+    vocab_size = tokenizer.get_vocab_size()
     text.check_ids(arrays["ids"], vocab_size, train_file, args.tokenizer)
     budget.check_train(params, vocab_size, arrays["ids"].shape)
-    prepared = prepare(params.train, params.base.seed, arrays, vocab_size)
+    prepared = prepare(params.train, params.base.seed, arrays, tokenizer)
     if distributed.must_launch(params.train.distributed):  # start the workers, each runs `main`
         distributed.launch(
             main, (argv if argv is not None else sys.argv[1:],), params.train.distributed
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             shard=shard,
         )
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
-        tracking.log_embedding(*embedding_report(result.model, text.load(str(args.tokenizer))))
+        tracking.log_embedding(*embedding_report(result.model, tokenizer))
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
         model_uri = tracking.log_model(args.model_dir, EXAMPLE_REVIEWS)
         run_file = args.model_dir / checkpoint.RUN_FILE
@@ -216,14 +223,6 @@ def report_epoch(stats: EpochStats, logger: Live) -> None:
         f"val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f} ({stats.seconds:.0f} s)",
         flush=True,
     )
-
-
-def tokenizer_vocab_size(path: Path) -> int:
-    from rnn_sentiment import text
-
-    if not path.is_file():
-        raise UserError(f"missing input file {path}: run `dvc repro` to produce it")
-    return text.load(str(path)).get_vocab_size()
 
 
 def tracked_params(params: params_lib.Params) -> dict[str, object]:
