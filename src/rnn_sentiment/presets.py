@@ -51,6 +51,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.monitor": "val_accuracy",
         "train.precision": "bfloat16",
     },
+    # `best`'s reading of whole reviews and its Naive-Bayes branch beside the default's one GRU:
+    # 0.31 points below `best` on test, served 4 times as fast (README, Results).
+    "lean": {
+        "tokenize.max_features": 30000,
+        "pad.maxlen": 1000,
+        "train.model.nb_features": 4000000,
+    },
 }
 
 

@@ -44,7 +44,7 @@ TAG_ENDS = ">\ufe65\uff1e"
 _CUT_EVENTS = re.compile(f"[{TAG_OPENERS}]|[{TAG_ENDS}](?=[\\x00-\\x7f])|[{CUT_SPACES}]")
 # Negation scope (Das & Chen 2001; Pang, Lee & Vaithyanathan 2002): a negator turns the words after
 # it, up to the end of their clause, into other features for the Naive-Bayes branch, so "not good"
-# no longer counts as "good". "t" is the end of "n't", which the pre-tokenizer splits off as "'t".
+# no longer counts as "good". "t" is what is left of "n't": "wasn't" is read as "wasn", "'", "t".
 NEGATORS = frozenset(
     "not no never t nothing nobody none nowhere neither nor cannot aint arent cant couldnt didnt "  # noqa: SIM905
     "doesnt dont hadnt hasnt havent isnt shouldnt wasnt werent wont wouldnt".split()
