@@ -527,8 +527,9 @@ def test_a_negation_turns_the_rest_of_its_clause_into_other_ngrams() -> None:
     )
     branch.learn(rows, torch.tensor([1.0, 0.0]), negation_roles())
     learned = dict(zip(branch.keys.tolist(), branch.ratios[1:].tolist(), strict=True))
-    plain = {GOOD, FILM, NOT, END, GOOD * vocab + FILM, FILM * vocab + END, END * vocab + GOOD}
-    negated = {~GOOD, ~FILM, ~(NOT * vocab + GOOD), ~(GOOD * vocab + FILM)}  # up to the "."
+    plain = {GOOD, FILM, NOT, END, GOOD * vocab + FILM, END * vocab + GOOD}
+    # Up to the ".", and every n-gram that holds a word of the scope: "film ." too.
+    negated = {~GOOD, ~FILM, ~(NOT * vocab + GOOD), ~(GOOD * vocab + FILM), ~(FILM * vocab + END)}
     assert set(learned) - {branch.keys.max().item()} == plain | negated
     assert learned[~GOOD] < learned[GOOD]  # "good" after "not" is evidence of its own
     assert learned[~FILM] < 0 < learned[FILM]

@@ -132,6 +132,13 @@ def ngram_keys(ids: Tensor, order: int, vocab_size: int) -> tuple[Tensor, Tensor
     return keys, known
 
 
+def _any_in_window(flags: Tensor, order: int) -> Tensor:
+    """Whether any of the `order` steps ending at each step [B, T] is set in `flags` [B, T]
+    (steps before a row's start count as unset)."""
+    padded = nn.functional.pad(flags.to(torch.int8), (order - 1, 0))
+    return padded.unfold(1, order, 1).amax(-1).bool()
+
+
 class NaiveBayesBranch(nn.Module):
     """A linear model over the distinct n-grams of a review (words, pairs and triples up to
     `order`), each feature scaled by its Naive-Bayes log-count ratio: NBSVM (Wang & Manning, ACL
@@ -197,13 +204,16 @@ class NaiveBayesBranch(nn.Module):
     def _distinct_keys(self, ids: Tensor) -> Tensor:
         """Each row's n-gram keys [B, K], every distinct one once, the rest `_NO_NGRAM`: a
         feature says whether an n-gram occurs, not how often (binarized, as NBSVM). With
-        `negation`, an n-gram whose last word is in a negation's scope has its key's bitwise
-        complement: negative, so it meets no other key."""
-        negated = self._in_negation_scope(ids) if self.negation else None
+        `negation`, an n-gram any of whose words is in a negation's scope has its key's bitwise
+        complement: negative, so it meets no other key. Any word, not only the last: as when
+        each word in scope is marked before n-grams are formed (Pang et al. 2002), "excellent ."
+        of "not excellent." is then not the praise that "excellent ." is elsewhere."""
+        in_scope = self._in_negation_scope(ids) if self.negation else None
         keys = []
         for order in range(1, self.order + 1):
             order_keys, known = ngram_keys(ids, order, self.vocab_size)
-            if negated is not None:
+            if in_scope is not None:
+                negated = _any_in_window(in_scope, order)
                 order_keys = torch.where(negated, ~order_keys, order_keys)
             keys.append(order_keys.masked_fill_(~known, _NO_NGRAM))
         keys = torch.cat(keys, dim=1).sort(dim=1).values
