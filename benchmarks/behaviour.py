@@ -44,6 +44,7 @@ from rnn_sentiment.text import HTML_TAG
 Check = Literal["MFT", "INV", "DIR"]
 THRESHOLD = 0.5  # a probability at or above it is a positive label, as in serving
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiouAEIOU])")  # "a excellent film" -> "an excellent"
 
 
 class Scorer(Protocol):
@@ -82,14 +83,16 @@ class Test:
 
 
 def expand(template: str, **slots: Sequence[str]) -> list[str]:
-    """Every filling of `template`'s fields from `slots`; the last field varies fastest."""
+    """Every filling of `template`'s fields from `slots`; the last field varies fastest. "a"
+    before a vowel becomes "an": "It is a {adj} movie." with "excellent" is "It is an excellent
+    movie.", as a reviewer writes it, not a text no review holds."""
     fields = list(
         dict.fromkeys(name for _, name, _, _ in string.Formatter().parse(template) if name)
     )
     if missing := [name for name in fields if name not in slots]:
         raise ValueError(f"no words for {', '.join(missing)} in {template!r}")
     return [
-        template.format(**dict(zip(fields, words, strict=True)))
+        A_BEFORE_VOWEL.sub(r"\1n ", template.format(**dict(zip(fields, words, strict=True))))
         for words in product(*(slots[name] for name in fields))
     ]
 

@@ -95,6 +95,17 @@ def test_expand_fills_every_combination_in_order() -> None:
         behaviour.expand("It was {adj}.", part=["plot"])
 
 
+def test_expand_puts_an_before_a_vowel() -> None:
+    assert behaviour.expand("A {adj} film, a {adj} end.", adj=["awful", "good"]) == [
+        "An awful film, an awful end.",
+        "A good film, a good end.",
+    ]
+    assert behaviour.expand("It is a {part}.", part=["drama", "upbeat film"]) == [
+        "It is a drama.",
+        "It is an upbeat film.",
+    ]
+
+
 def test_templated_tests_pair_each_text_with_its_reference() -> None:
     tests = {test.name: test for test in behaviour.template_tests()}
     direction = tests["negated negative scores above the plain negative"]
