@@ -120,3 +120,14 @@ def test_a_tokenizer_that_is_not_the_models_is_refused_before_scoring(
         f"model {model_dir / checkpoint.MODEL_FILE} was trained on {vocab_size + offset}" in message
     )
     assert predict_error(model_dir, capsys) == f"error: {message}\n"
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path: Path) -> None:
+    """DVC keys outputs by content: retraining with the same params and seed must give the
+    checkpoint the hash it had, whatever temporary file it was written through."""
+    torch.manual_seed(0)
+    model = SentimentRNN(ModelConfig(vocab_size=10, embedding_dim=4))
+    first, second = tmp_path / "a" / checkpoint.MODEL_FILE, tmp_path / "b" / checkpoint.MODEL_FILE
+    for path in (first, second):
+        checkpoint.save(path, model, PadParams(maxlen=8))
+    assert first.read_bytes() == second.read_bytes()

@@ -47,6 +47,18 @@ def test_default_store_is_sqlite_at_the_project_root(monkeypatch, tmp_path) -> N
     assert tracking.configure() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
 
 
+@pytest.mark.parametrize(("preset", "expected"), [(None, "false"), ("true", "true")])
+def test_mlflows_artifact_bars_are_quiet_under_ci_unless_asked_for(
+    monkeypatch, preset: str | None, expected: str
+) -> None:
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", preset or "")  # undone after
+    if preset is None:
+        monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    tracking.configure()
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == expected
+
+
 def test_an_unreachable_tracking_server_is_one_line_within_seconds(monkeypatch) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

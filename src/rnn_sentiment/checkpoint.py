@@ -36,8 +36,10 @@ class Checkpoint:
 def save(path: str | os.PathLike[str], model: Network, pad: PadParams) -> None:
     state = {key: tensor.detach().cpu() for key, tensor in model.state_dict().items()}
     payload = {"model_config": model.config.to_dict(), "pad": pad.model_dump(), "state_dict": state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # Through a file object: given a path, torch names the archive's records after the file, here
+    # a random temporary name, so the same weights would never hash the same in DVC's cache.
+    with atomic_path(path) as tmp, tmp.open("wb") as file:
+        torch.save(payload, file)
 
 
 def load(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> Checkpoint:

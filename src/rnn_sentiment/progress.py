@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -11,8 +12,13 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
+def bars_shown() -> bool:
+    """Whether long work shows a bar: not when `CI` is set, nor when stderr is no terminal."""
+    return not os.environ.get("CI") and sys.stderr.isatty()
+
+
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
-    """A `tqdm` bar that is off when `CI` is set and, by tqdm's rule, when stderr is no terminal."""
-    kwargs.setdefault("disable", True if os.environ.get("CI") else None)
+    """A `tqdm` bar, shown by the rule of `bars_shown`."""
+    kwargs.setdefault("disable", not bars_shown())
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)

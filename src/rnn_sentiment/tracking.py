@@ -38,7 +38,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import rnn_sentiment
-from rnn_sentiment import checkpoint, pyfunc
+from rnn_sentiment import checkpoint, progress, pyfunc
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import DownloadParams
 
@@ -76,6 +76,8 @@ def configure() -> str:
     servers.setdefault(registry, "MLFLOW_REGISTRY_URI")
     for server, variable in servers.items():
         _require_reachable(server, variable)
+    if not progress.bars_shown():  # MLflow's own bars, for each artifact it moves, too
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry)
     return uri
