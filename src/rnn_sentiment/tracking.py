@@ -320,6 +320,24 @@ def record_threshold(model_uri: str, threshold_file: Path) -> bool:
     return True
 
 
+def require_run(run_id: str) -> None:
+    """Fail in one line, before any work, where the store does not hold the run a model folder
+    names (`MLFLOW_TRACKING_URI` changed since training, or the store was replaced): the
+    evaluation is logged into that run, and a traceback after scoring would say so too late."""
+    store = mlflow.get_tracking_uri()
+    _require_store(f"runs:/{run_id}", store)
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise UserError(
+            f"the MLflow store at {store} holds no run {run_id}, which trained the model: set "
+            "MLFLOW_TRACKING_URI to the store it was trained against, or retrain it "
+            "(`dvc repro --force train`)"
+        ) from None
+
+
 def log_evaluation(
     run_id: str,
     metrics: Mapping[str, float],

@@ -85,6 +85,31 @@ def test_an_unreachable_tracking_server_fails_at_once_in_one_line(
     assert not (trained / "models" / checkpoint.THRESHOLD_FILE).exists()
 
 
+@pytest.mark.parametrize("store", ["missing.db", "other.db"])
+def test_a_store_without_the_training_run_fails_in_one_line_before_any_work(
+    trained: Path,
+    store: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A model folder trained against one store, evaluated against another (absent, or holding
+    other runs), is named in one line, and neither store nor model folder is touched."""
+    path = trained / store
+    if store == "other.db":
+        mlflow.MlflowClient(f"sqlite:///{path}").create_experiment("someone else's")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{path}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = path.read_bytes() if path.exists() else None
+    capsys.readouterr()
+    assert evaluate.main(evaluate_argv(trained)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"sqlite:///{path}" in err
+    assert "MLFLOW_TRACKING_URI" in err
+    assert (path.read_bytes() if path.exists() else None) == before
+    assert not (trained / "models" / checkpoint.THRESHOLD_FILE).exists()
+
+
 def test_dvc_yaml_outs_are_the_model_folders_files() -> None:
     """train writes the model folder file by file and evaluate adds the threshold beside them:
     dvc.yaml must name exactly the files the code writes."""

@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)
     run_file = require_file(args.model_dir / checkpoint.RUN_FILE)
     run_info = json.loads(run_file.read_text(encoding="utf-8"))
+    tracking.require_run(run_info["run_id"])
     history = pd.read_csv(require_file(args.curve))
     test_file = args.padded_dir / "test.npz"
     arrays = read_npz(test_file)
