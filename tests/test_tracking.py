@@ -52,7 +52,9 @@ def test_mlflows_artifact_bars_are_quiet_under_ci_unless_asked_for(
     monkeypatch, preset: str | None, expected: str
 ) -> None:
     monkeypatch.setenv("CI", "1")
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", preset or "")  # undone after
+    # Set first, even when the case wants it unset: monkeypatch restores only what it has seen,
+    # and `configure` sets it.
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", preset or "")
     if preset is None:
         monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     tracking.configure()

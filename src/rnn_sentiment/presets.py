@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.precision": "bfloat16",
     },
     # The default with two GRUs from different initialisations, their mean blended with the
-    # branch: half as fast to train, and its reading of short negations no longer hangs on one
+    # branch: twice the training time, and its reading of short negations no longer hangs on one
     # initialisation (docs/results.md, Two networks read negation steadier).
     "reader": {"train.model.members": 2},
     # `best`'s reading of whole reviews and its Naive-Bayes branch beside the default's one GRU:

@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     params = all_params.evaluate
     tracking.configure()  # an unreachable tracking server fails now, before any work
     device = choose_device()
-    trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)
     run_file = require_file(args.model_dir / checkpoint.RUN_FILE)
     run_info = json.loads(run_file.read_text(encoding="utf-8"))
-    tracking.require_run(run_info["run_id"])
+    tracking.require_run(run_info["run_id"])  # before the model loads: its run must be there
+    trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)
     history = pd.read_csv(require_file(args.curve))
     test_file = args.padded_dir / "test.npz"
     arrays = read_npz(test_file)
