@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROWS = ("tutorial_as_written", "tutorial", "default", "lean", "best", "tfidf_logreg")
+ROWS = ("tutorial_as_written", "tutorial", "default", "reader", "lean", "best", "tfidf_logreg")
 SERVED_REVIEWS, SINGLE_CALLS = 2000, 200
 # The behaviour columns: one test each, the mean of the templated tests a system must pass, and
 # the single sentences cut from test reviews (short reviews).
