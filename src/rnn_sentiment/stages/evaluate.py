@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     device = choose_device()
     run_file = require_file(args.model_dir / checkpoint.RUN_FILE)
     run_info = json.loads(run_file.read_text(encoding="utf-8"))
-    tracking.require_run(run_info["run_id"])  # before the model loads: its run must be there
+    run_id, model_uri = run_info["run_id"], run_info["model_uri"]
+    tracking.require_run(run_id)  # before the model loads: its run must be there
     trained = checkpoint.load(args.model_dir / checkpoint.MODEL_FILE, device)
     history = pd.read_csv(require_file(args.curve))
     test_file = args.padded_dir / "test.npz"
@@ -149,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
             table.to_csv(tmp, index=False, float_format="%.6f")
     threshold_file = args.model_dir / checkpoint.THRESHOLD_FILE
     write_threshold(threshold_file, params.threshold)
-    run_id, model_uri = run_info["run_id"], run_info["model_uri"]
     tracking.log_evaluation(
         run_id, metrics, figures(tables, history), params_lib.flatten(params, "evaluate.")
     )
