@@ -197,6 +197,21 @@ def test_a_failing_rank_stops_every_rank_with_one_line_and_no_outputs(tmp_path, 
     assert "Traceback" not in err and "torch" not in err  # no rank, agent or torch log spoke
 
 
+def stage_then_group(args: list[str]) -> tuple[int, bool]:
+    """Launched on each rank: the train stage, then whether this rank is still in the group."""
+    return train.main.__wrapped__(args), torch.distributed.is_initialized()
+
+
+def test_every_rank_leaves_the_process_group_when_the_stage_succeeds(tmp_path) -> None:
+    """Not left to the exit handler, where a rank done training tore the group down while its
+    peer still worked, and aborted."""
+    arrays, tokenizer = synthetic_padded(per_class=60)
+    args = stage_files(tmp_path, arrays, tokenizer, TINY.model_copy(update={"distributed": TWO}))
+
+    assert distributed.launch(stage_then_group, (args,), TWO) == {0: (0, False), 1: (0, False)}
+    assert (tmp_path / "out/train.json").exists()
+
+
 def test_one_worker_trains_in_this_process_exactly_as_before(tmp_path, data) -> None:
     arrays, tokenizer = synthetic_padded(per_class=60)
     args = stage_files(tmp_path, arrays, tokenizer, TINY)

@@ -103,6 +103,20 @@ class Shard:
             whole[rank :: self.world] = part[: len(range(rank, total, self.world))].cpu()
         return whole
 
+    def leave(self) -> None:
+        """Leave the process group with every other rank, once training has ended well.
+
+        Otherwise the exit handler destroys the group at interpreter exit, when a rank done
+        training may still have a peer at work: once in CI that teardown aborted a rank
+        (SIGABRT, "terminate called without an active exception", from gloo's threads) and failed
+        a training that had succeeded. Here every rank waits for the others, then lets go while
+        the interpreter is whole; the exit handler stays for the ranks a failure stops.
+        """
+        if self.world == 1 or not dist.is_initialized():
+            return
+        dist.barrier()
+        dist.destroy_process_group()
+
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         """`model` as it trains: in DistributedDataParallel across ranks, itself alone.
 

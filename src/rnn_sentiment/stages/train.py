@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     shard, device = distributed.join(params.train.distributed, choose_device())
     if not shard.is_main:  # ranks other than 0 train in step with it; it tracks and writes
         fit_prepared(prepared, params.train, params.base.seed, device, shard=shard)
+        shard.leave()
         return 0
     if shard.world == 1:  # a distributed training's workers were given their share
         print(f"train: {threads.use_share()} CPU threads", flush=True)
@@ -195,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             on_epoch=lambda stats: report_epoch(stats, logger),
             shard=shard,
         )
+        shard.leave()  # what follows is rank 0's alone
         tracking.log_metrics({k: v for k, v in result.metrics.items() if k != "parameters"})
         tracking.log_embedding(*embedding_report(result.model, tokenizer))
         write_model_dir(args.model_dir, result.model, params, args.tokenizer)
