@@ -9,8 +9,9 @@ from rnn_sentiment.params import Params
 
 def test_presets_override_only_their_keys() -> None:
     best = presets.apply(Params(), "best")
-    assert best.train.model.bidirectional is True
+    assert best.train.model.members == 3
     assert best.pad.maxlen == 1000
+    assert best.train.model.cell == Params().train.model.cell
     assert best.train.optimizer == Params().train.optimizer
     assert presets.apply(Params(), "default") == Params()
 
