@@ -45,8 +45,11 @@ def policy(name: str, **changes: object) -> EvaluateParams:
     return EvaluateParams(registered_model_name=name, **changes)
 
 
-def fake_training(val_accuracy: float, val_loss: float | None = 0.4) -> tuple[str, str]:
-    """A finished run with the validation metrics a training records, and its model's URI."""
+def fake_training(
+    val_accuracy: float, val_loss: float | None = 0.4, split: str | None = "split-a"
+) -> tuple[str, str]:
+    """A finished run with the validation metrics a training records, on the validation reviews
+    `split` names (None: a run from before the split was recorded), and its model's URI."""
     tracking.configure()
     client = mlflow.MlflowClient()
     experiment = mlflow.get_experiment_by_name("registry-tests")
@@ -57,6 +60,8 @@ def fake_training(val_accuracy: float, val_loss: float | None = 0.4) -> tuple[st
     client.log_metric(run_id, "best_val_accuracy", val_accuracy)
     if val_loss is not None:
         client.log_metric(run_id, "best_val_loss", val_loss)
+    if split is not None:
+        client.set_tag(run_id, tracking.VAL_SPLIT_TAG, split)
     client.set_terminated(run_id)
     model = client.create_logged_model(experiment_id, name="model", source_run_id=run_id)
     return run_id, f"models:/{model.model_id}"
@@ -109,6 +114,29 @@ def test_the_champion_is_chosen_on_validation_not_on_test(name: str) -> None:
     assert "is the new champion, over v1 (0.8000)" in result.describe()
     tags = mlflow.MlflowClient().get_model_version(name, "3").tags
     assert tags["test_accuracy"] == "0.6" and tags["best_val_accuracy"] == "0.85"
+
+
+def test_a_model_selected_on_other_validation_reviews_does_not_unseat_the_champion(
+    name: str,
+) -> None:
+    """Another seed carves another validation split, on which a model may score higher without
+    being better: the champion stays, and the version records which split it was measured on."""
+    registry.record(*fake_training(0.80, split="split-a"), TEST, policy(name))
+    result = registry.record(*fake_training(0.95, split="split-b"), TEST, policy(name))
+
+    assert not result.champion and champion(name) == 1
+    assert result.describe().startswith("v2 (best_val_accuracy 0.9500): the champion stays v1")
+    assert "other validation reviews" in result.describe()
+    assert mlflow.MlflowClient().get_model_version(name, "2").tags["val_split"] == "split-b"
+    assert registry.record(*fake_training(0.85, split="split-a"), TEST, policy(name)).champion
+
+
+def test_a_champion_from_before_splits_were_recorded_is_compared_on_its_metrics(
+    name: str,
+) -> None:
+    registry.record(*fake_training(0.80, split=None), TEST, policy(name))
+    assert not registry.record(*fake_training(0.75), TEST, policy(name)).champion
+    assert registry.record(*fake_training(0.85), TEST, policy(name)).champion
 
 
 def test_min_improvement_and_loss_follow_params(name: str) -> None:

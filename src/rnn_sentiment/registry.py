@@ -1,5 +1,7 @@
 """The model registry: one version per logged model, and a `champion` alias that moves only to a
-model that beats the champion on validation, never on test.
+model that beats the champion on validation, never on test, and only on the same validation
+reviews: another `base.seed`, `train.val_fraction` or train split carves other ones, easier or
+harder, and the champion stays (`Selection.comparable`).
 
 Moving the alias is read the champion, compare, set. Two evaluations finishing at once (two
 `dvc exp` queue workers) would both read the old champion, and the last to set the alias would
@@ -51,6 +53,20 @@ def should_promote(
 
 
 @dataclass(frozen=True)
+class Selection:
+    """What a training was selected on: its validation metrics at its best epoch, and which
+    reviews they come from (`tracking.VAL_SPLIT_TAG`; None for a run that predates the tag)."""
+
+    metrics: dict[str, float]
+    split: str | None = None
+
+    def comparable(self, other: Selection) -> bool:
+        """Whether the two were measured on the same validation reviews, as far as is known: a
+        run from before the split was recorded is compared on its metrics, as it was then."""
+        return None in (self.split, other.split) or self.split == other.split
+
+
+@dataclass(frozen=True)
 class Promotion:
     """Where an evaluated model stands: its version, whether it is the champion, and the
     champion it was compared with (None when there was none to beat)."""
@@ -61,6 +77,7 @@ class Promotion:
     value: float
     rival: int | None = None
     rival_value: float | None = None
+    other_split: bool = False  # the champion was selected on other validation reviews
 
     def describe(self) -> str:
         """One line: `v3 (best_val_accuracy 0.8650) is the new champion, over v2 (0.8610)`."""
@@ -72,6 +89,12 @@ class Promotion:
             theirs += f" ({self.rival_value:.4f})"
         if self.champion:
             return f"{ours} is the new champion, over {theirs}"
+        if self.other_split:
+            return (
+                f"{ours}: the champion stays {theirs}, selected on other validation reviews "
+                "(another base.seed, train.val_fraction or train split), so the two cannot be "
+                "compared; train with the champion's to compare, or move the alias by hand"
+            )
         return f"{ours}: the champion stays {theirs}"
 
 
@@ -83,25 +106,28 @@ def record(
     policy says so."""
     tracking.configure()
     client = mlflow.MlflowClient()
-    candidate = validation_metrics(client, run_id)
-    if policy.promote_on not in candidate:
+    candidate = selection(client, run_id)
+    if policy.promote_on not in candidate.metrics:
         raise UserError(
             f"the training run {run_id} recorded no {policy.promote_on}: retrain it (`dvc repro`)"
         )
     name = policy.registered_model_name
     with tracking.sqlite_lock(mlflow.get_registry_uri()) as locked:
         version = _register_once(client, name, run_id, model_uri)
-        tags = {"threshold": policy.threshold, **candidate}
+        tags = {"threshold": policy.threshold, **candidate.metrics}
+        if candidate.split is not None:
+            tags[tracking.VAL_SPLIT_TAG] = candidate.split
         tags |= {f"test_{key}": value for key, value in test_metrics.items()}
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, str(value))
         return _promote(client, name, version, candidate, policy, settle=not locked)
 
 
-def validation_metrics(client: mlflow.MlflowClient, run_id: str) -> dict[str, float]:
-    """The validation metrics a training run recorded at its best epoch."""
-    metrics = client.get_run(run_id).data.metrics
-    return {key: metrics[key] for key in VALIDATION_METRICS if key in metrics}
+def selection(client: mlflow.MlflowClient, run_id: str) -> Selection:
+    """The validation metrics a training run recorded at its best epoch, and their split."""
+    data = client.get_run(run_id).data
+    metrics = {key: data.metrics[key] for key in VALIDATION_METRICS if key in data.metrics}
+    return Selection(metrics, data.tags.get(tracking.VAL_SPLIT_TAG))
 
 
 def _register_once(client: mlflow.MlflowClient, name: str, run_id: str, model_uri: str) -> int:
@@ -117,22 +143,25 @@ def _promote(
     client: mlflow.MlflowClient,
     name: str,
     version: int,
-    candidate: Mapping[str, float],
+    candidate: Selection,
     policy: EvaluateParams,
     settle: bool,
 ) -> Promotion:
     """Compare with the champion and set the alias, then read it back, until it stands still."""
-    metric = policy.promote_on
+    metric, value = policy.promote_on, candidate.metrics[policy.promote_on]
     rival = rival_value = None
     for _ in range(ATTEMPTS):
         current = _champion(client, name)
         if current is not None and int(current.version) == version:
-            return Promotion(version, True, metric, candidate[metric], rival, rival_value)
-        champion = None if current is None else _rival_metrics(client, current)
+            return Promotion(version, True, metric, value, rival, rival_value)
+        champion = None if current is None else _rival(client, current)
         rival = None if current is None else int(current.version)
-        rival_value = None if champion is None else champion.get(metric)
-        if not should_promote(candidate, champion, policy):
-            return Promotion(version, False, metric, candidate[metric], rival, rival_value)
+        rival_value = None if champion is None else champion.metrics.get(metric)
+        if champion is not None and not candidate.comparable(champion):
+            return Promotion(version, False, metric, value, rival, rival_value, other_split=True)
+        rival_metrics = None if champion is None else champion.metrics
+        if not should_promote(candidate.metrics, rival_metrics, policy):
+            return Promotion(version, False, metric, value, rival, rival_value)
         try:
             client.set_registered_model_alias(name, CHAMPION, str(version))
         except MlflowException:  # a server's first alias, created by another evaluation at once
@@ -154,11 +183,11 @@ def _champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
         raise
 
 
-def _rival_metrics(client: mlflow.MlflowClient, champion: ModelVersion) -> dict[str, float]:
-    """The champion's validation metrics; none for a champion whose run is gone."""
+def _rival(client: mlflow.MlflowClient, champion: ModelVersion) -> Selection:
+    """What the champion was selected on; nothing for a champion whose run is gone."""
     if not champion.run_id:
-        return {}
+        return Selection({})
     try:
-        return validation_metrics(client, champion.run_id)
+        return selection(client, champion.run_id)
     except MlflowException:
-        return {}
+        return Selection({})

@@ -53,6 +53,9 @@ REQUIREMENTS = ("torch", "tokenizers", "numpy", "pandas", "pyarrow", "pydantic",
 PROBE_TIMEOUT_S = 5.0
 # Who runs a training, so that the next one can tell a run whose process died from a live one.
 HOST_TAG, PID_TAG, KILLED_TAG = "host", "pid", "killed_reason"
+# Which reviews a training's validation split held (`stages.train.split_digest`): its validation
+# metrics compare with another run's only where the two tags are equal.
+VAL_SPLIT_TAG = "val_split"
 
 
 def project_root() -> Path:
@@ -170,16 +173,20 @@ def run_name(label: str, params: Mapping[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def training_run(params: Mapping[str, Any], label: str = "run") -> Iterator[str]:
+def training_run(
+    params: Mapping[str, Any], label: str = "run", val_split: str | None = None
+) -> Iterator[str]:
     """Open one MLflow run for a training, with its params, tags and name; yield its id.
+    `val_split` names the reviews its validation metrics come from (`VAL_SPLIT_TAG`).
 
     Runs of earlier trainings on this host whose process died without closing them (kill -9, a
     power cut) are closed as KILLED first."""
     uri = configure()
     experiment_id = _experiment_id(uri)
     close_stale_runs(experiment_id)
+    tags = run_tags() | ({VAL_SPLIT_TAG: val_split} if val_split else {})
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name(label, params), tags=run_tags()
+        experiment_id=experiment_id, run_name=run_name(label, params), tags=tags
     ) as run:
         mlflow.log_params({key: str(value) for key, value in params.items()})
         yield run.info.run_id

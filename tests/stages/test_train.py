@@ -87,20 +87,34 @@ def test_validation_split_is_stratified_and_seeded() -> None:
     ids = np.arange(200, dtype=np.int32).reshape(100, 2) + 2
     labels = np.array([0] * 70 + [1] * 30, dtype=np.int8)
     alone = np.arange(100)  # every review its own movie
-    train_a, val_a = train.split_validation(ids, labels, alone, 0.2, seed=1)
-    _, val_b = train.split_validation(ids, labels, alone, 0.2, seed=1)
-    _, val_c = train.split_validation(ids, labels, alone, 0.2, seed=2)
+    train_a, val_a, digest_a = train.split_validation(ids, labels, alone, 0.2, seed=1)
+    _, val_b, digest_b = train.split_validation(ids, labels, alone, 0.2, seed=1)
+    _, val_c, digest_c = train.split_validation(ids, labels, alone, 0.2, seed=2)
     assert len(val_a) == 20 and int(val_a.labels.sum()) == 6
-    assert torch.equal(val_a.ids, val_b.ids)
-    assert not torch.equal(val_a.ids, val_c.ids)
+    assert torch.equal(val_a.ids, val_b.ids) and digest_a == digest_b
+    assert not torch.equal(val_a.ids, val_c.ids) and digest_a != digest_c
     assert len(train_a) == 80
+
+
+def test_the_split_digest_names_the_reviews_not_their_tokens() -> None:
+    """Another tokenizer or padding keeps the validation reviews, and their digest; another
+    fraction, or other movies in the train split, change both."""
+    ids = np.arange(200, dtype=np.int32).reshape(100, 2) + 2
+    labels = np.tile([0, 1], 50).astype(np.int8)
+    movies = np.arange(100) // 2
+    *_, digest = train.split_validation(ids, labels, movies, 0.2, seed=1)
+    *_, retokenized = train.split_validation(ids[:, :1] + 7, labels, movies, 0.2, seed=1)
+    *_, fraction = train.split_validation(ids, labels, movies, 0.25, seed=1)
+    *_, regrouped = train.split_validation(ids, labels, (movies + 1) % 50, 0.2, seed=1)
+    assert retokenized == digest
+    assert len({digest, fraction, regrouped}) == 3
 
 
 def test_validation_holds_out_whole_movies() -> None:
     ids = np.arange(400, dtype=np.int32).reshape(200, 2) + 2  # row r holds ids 2r+2, 2r+3
     labels = np.tile([0, 1], 100).astype(np.int8)
     movies = np.arange(200) // 5  # 40 movies of 5 reviews, both labels in each
-    train_part, val = train.split_validation(ids, labels, movies, 0.1, seed=0)
+    train_part, val, _ = train.split_validation(ids, labels, movies, 0.1, seed=0)
     seen = {int(row[0] - 2) // 2 // 5 for row in train_part.ids}
     held_out = {int(row[0] - 2) // 2 // 5 for row in val.ids}
     assert not seen & held_out and len(seen | held_out) == 40
@@ -162,6 +176,11 @@ def test_main_records_the_data_the_params_and_a_name_a_person_can_read(
     (run,) = runs()
     assert run.info.status == "FINISHED"
     assert run.info.run_name.startswith("gru-h4-e1-")
+    arrays = np.load(root / "padded/train.npz")
+    *_, val_split = train.split_validation(
+        arrays["ids"], arrays["labels"], arrays["groups"], 0.1, seed=42
+    )
+    assert run.data.tags[tracking.VAL_SPLIT_TAG] == val_split
     params = run.data.params
     assert (params["download.url"], params["download.sha256"]) == (
         ARCHIVE["url"],

@@ -9,6 +9,7 @@ holding all of it plus the pyfunc model. Params and data are checked before the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 from dataclasses import dataclass
@@ -61,12 +62,13 @@ class TrainResult:
 
 def split_validation(
     ids: np.ndarray, labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int
-) -> tuple[Split, Split]:
+) -> tuple[Split, Split, str]:
     """A stratified, seeded train/validation split of the training rows that keeps each movie
     (`groups`) on one side, as the official train/test split does. A random split would put
     reviews of one film on both sides and overrate the model by what it learns of that film.
 
     The validation split is one fold of round(1 / val_fraction), so about `val_fraction` of rows.
+    Returned with it is `split_digest` of the rows it holds.
     """
     folds = max(2, round(1 / val_fraction))
     if len(np.unique(labels)) < 2 or min(np.bincount(labels)) < 2:
@@ -80,20 +82,35 @@ def split_validation(
         )
     splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
     train_idx, val_idx = next(splitter.split(ids, labels, groups))
-    return Split.from_arrays(ids[train_idx], labels[train_idx]), Split.from_arrays(
-        ids[val_idx], labels[val_idx]
+    return (
+        Split.from_arrays(ids[train_idx], labels[train_idx]),
+        Split.from_arrays(ids[val_idx], labels[val_idx]),
+        split_digest(val_idx, labels, groups),
     )
+
+
+def split_digest(rows: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> str:
+    """Which reviews a validation split holds, as 16 hex digits: a digest of its rows among the
+    train split's, with their labels and movies. Another `base.seed`, `train.val_fraction` or
+    train split changes it; another tokenizer or `pad.maxlen` does not. Two trainings' validation
+    metrics can be compared only when their digests are equal (`registry.py`)."""
+    digest = hashlib.sha256(np.int64(len(labels)).tobytes())
+    for column in (rows, labels[rows], groups[rows]):
+        digest.update(np.ascontiguousarray(column, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Prepared:
     """What a training starts from, checked: the model config, the train/validation splits and
-    each token id's role in negation scope (`text.word_roles`)."""
+    each token id's role in negation scope (`text.word_roles`) and which reviews the validation
+    split holds (`split_digest`)."""
 
     config: ModelConfig
     train: Split
     val: Split
     roles: torch.Tensor
+    val_split: str
 
 
 def prepare(
@@ -108,10 +125,10 @@ def prepare(
         )
     except ValueError as err:
         raise UserError(f"train.model: {err}") from None
-    train, val = split_validation(
+    train, val, val_split = split_validation(
         arrays["ids"], arrays["labels"], arrays["groups"], params.val_fraction, seed
     )
-    return Prepared(config, train, val, torch.from_numpy(text.word_roles(tokenizer)))
+    return Prepared(config, train, val, torch.from_numpy(text.word_roles(tokenizer)), val_split)
 
 
 def run(
@@ -184,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     if shard.world == 1:  # a distributed training's workers were given their share
         print(f"train: {threads.use_share()} CPU threads", flush=True)
     with (
-        tracking.training_run(tracked_params(params), run_label(params.train)) as run_id,
+        tracking.training_run(
+            tracked_params(params), run_label(params.train), prepared.val_split
+        ) as run_id,
         live.open_live(args.live_dir) as logger,
     ):
         tracking.log_dataset(run_id, train_file, "training", params.download, len(arrays["labels"]))
