@@ -154,13 +154,14 @@ def _promote(
         current = _champion(client, name)
         if current is not None and int(current.version) == version:
             return Promotion(version, True, metric, value, rival, rival_value)
-        champion = None if current is None else _rival(client, current)
-        rival = None if current is None else int(current.version)
-        rival_value = None if champion is None else champion.metrics.get(metric)
-        if champion is not None and not candidate.comparable(champion):
+        if current is None:  # nothing to beat: no metrics, no split
+            champion, rival = Selection({}), None
+        else:
+            champion, rival = _rival(client, current), int(current.version)
+        rival_value = champion.metrics.get(metric)
+        if not candidate.comparable(champion):
             return Promotion(version, False, metric, value, rival, rival_value, other_split=True)
-        rival_metrics = None if champion is None else champion.metrics
-        if not should_promote(candidate.metrics, rival_metrics, policy):
+        if not should_promote(candidate.metrics, champion.metrics, policy):
             return Promotion(version, False, metric, value, rival, rival_value)
         try:
             client.set_registered_model_alias(name, CHAMPION, str(version))
