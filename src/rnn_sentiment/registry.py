@@ -66,6 +66,9 @@ class Selection:
         return None in (self.split, other.split) or self.split == other.split
 
 
+NOTHING_TO_BEAT = Selection({})  # no champion, or one whose run is gone: no metrics, no split
+
+
 @dataclass(frozen=True)
 class Promotion:
     """Where an evaluated model stands: its version, whether it is the champion, and the
@@ -154,8 +157,8 @@ def _promote(
         current = _champion(client, name)
         if current is not None and int(current.version) == version:
             return Promotion(version, True, metric, value, rival, rival_value)
-        if current is None:  # nothing to beat: no metrics, no split
-            champion, rival = Selection({}), None
+        if current is None:
+            champion, rival = NOTHING_TO_BEAT, None
         else:
             champion, rival = _rival(client, current), int(current.version)
         rival_value = champion.metrics.get(metric)
@@ -187,8 +190,8 @@ def _champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
 def _rival(client: mlflow.MlflowClient, champion: ModelVersion) -> Selection:
     """What the champion was selected on; nothing for a champion whose run is gone."""
     if not champion.run_id:
-        return Selection({})
+        return NOTHING_TO_BEAT
     try:
         return selection(client, champion.run_id)
     except MlflowException:
-        return Selection({})
+        return NOTHING_TO_BEAT
