@@ -162,10 +162,11 @@ def _promote(
         else:
             champion, rival = _rival(client, current), int(current.version)
         rival_value = champion.metrics.get(metric)
-        if not candidate.comparable(champion):
-            return Promotion(version, False, metric, value, rival, rival_value, other_split=True)
-        if not should_promote(candidate.metrics, champion.metrics, policy):
-            return Promotion(version, False, metric, value, rival, rival_value)
+        comparable = candidate.comparable(champion)
+        if not comparable or not should_promote(candidate.metrics, champion.metrics, policy):
+            return Promotion(
+                version, False, metric, value, rival, rival_value, other_split=not comparable
+            )
         try:
             client.set_registered_model_alias(name, CHAMPION, str(version))
         except MlflowException:  # a server's first alias, created by another evaluation at once
