@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.exceptions import MlflowException
 
-from rnn_sentiment import checkpoint, cli, registry, tracking
+from rnn_sentiment import checkpoint, cli, registry, serving, tracking
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.models import ModelConfig, build
 from rnn_sentiment.params import EvaluateParams, ModelParams, PadParams, Params, TrainParams
@@ -201,7 +201,7 @@ def test_auto_runs_small_calls_of_a_stepwise_cell_in_float32(
 ) -> None:
     """On a CPU with native bfloat16, `auto` runs a call of fewer than FLOAT32_BELOW[cell]
     reviews in float32, where that is faster (GRU, RNN), and larger ones in bfloat16."""
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(serving, "hardware_bfloat16", lambda: True)
     loaded = Predictor.from_dir(trained.model_dir, precision="float32")
     config = ModelConfig(vocab_size=loaded.tokenizer.get_vocab_size(), hidden_dim=8, cell=cell)
     torch.manual_seed(0)
@@ -217,6 +217,18 @@ def test_auto_runs_small_calls_of_a_stepwise_cell_in_float32(
         expected = (exact if count < below else fast).predict_proba(reviews[:count])
         np.testing.assert_array_equal(auto.predict_proba(reviews[:count]), expected)
     assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(("hardware", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_runs_bfloat16_only_where_the_cpu_computes_it_in_hardware(
+    monkeypatch: pytest.MonkeyPatch, hardware: bool, expected: torch.dtype
+) -> None:
+    """An AVX512 CPU without AVX512-BF16 or AMX has oneDNN's bfloat16 kernels, emulated: `auto`
+    keeps float32 there."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: hardware)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert serving_dtype("auto", torch.device("cpu")) == expected
 
 
 def test_auto_precision_keeps_float32_on_a_gpu_and_an_unknown_one_is_refused(
