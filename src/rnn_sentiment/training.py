@@ -73,6 +73,27 @@ def choose_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` has bfloat16 kernels of its own: a GPU that supports it, or a CPU that
+    oneDNN runs bfloat16 on (AVX512BW/VL/DQ, fast with AVX512-BF16 or AMX; ARM's BF16). On a CPU
+    with AVX2 alone PyTorch emulates bfloat16 and oneDNN has no bfloat16 LSTM."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def require_precision(name: str, device: torch.device) -> None:
+    """Refuse `train.precision: bfloat16` in one line where the device lacks bfloat16 kernels:
+    an LSTM would stop at its first batch with a RuntimeError from oneDNN, and the other cells
+    would train on emulated bfloat16."""
+    if name == "bfloat16" and not native_bfloat16(device):
+        raise UserError(
+            "train.precision: bfloat16 needs bfloat16 kernels (a CPU with AVX512, fast with "
+            f"AVX512-BF16 or AMX, or a GPU with bfloat16), which this {device.type} lacks: "
+            "set train.precision: float32"
+        )
+
+
 def precision(dtype: torch.dtype, device: torch.device) -> torch.autocast:
     """Run the block in `dtype`: float32 as is, bfloat16 as mixed precision (autocast), where
     matrix products and recurrences compute in bfloat16 and the weights stay float32. On a CPU with
@@ -280,6 +301,7 @@ def fit(
     its rows of each batch in DistributedDataParallel and takes the same early-stopping decisions.
     Returns the per-epoch statistics and the best epoch (1-based).
     """
+    require_precision(params.precision, device)
     model.to(device)
     trained = shard.wrap(model, device)  # the model itself in a single process
     optimizer = make_optimizer(model, params)

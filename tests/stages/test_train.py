@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from rnn_sentiment import checkpoint, tracking
+from rnn_sentiment import checkpoint, tracking, training
 from rnn_sentiment.errors import UserError
 from rnn_sentiment.params import ModelParams, TrainParams
 from rnn_sentiment.stages import train
-from rnn_sentiment.training import Split, predict_logits
+from rnn_sentiment.training import Split, native_bfloat16, predict_logits
 from tests.conftest import synthetic_padded
 from tests.mlflow_server import free_port
 from tests.stages.tiny_stages import ARCHIVE, train_argv, write_inputs
@@ -150,6 +150,9 @@ def test_ngrams_an_ensemble_and_a_linear_schedule_train_together(data) -> None:
     assert ((logits > 0) == (test.labels.numpy() > 0.5)).mean() >= 0.9
 
 
+@pytest.mark.skipif(
+    not native_bfloat16(torch.device("cpu")), reason="no bfloat16 kernels (AVX512) here"
+)
 def test_mixed_precision_learns_and_repeats(data) -> None:
     arrays, tokenizer, _ = data
     model = TINY.model.model_copy(update={"cell": "lstm"})
@@ -222,6 +225,29 @@ def test_a_bad_config_or_split_fails_before_any_run_opens(
     assert message in capsys.readouterr().err
     assert runs() == []
     assert not (root / "models").exists()
+
+
+def test_bfloat16_where_it_is_emulated_is_refused_in_one_line_before_any_run_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without native bfloat16, oneDNN has no bfloat16 LSTM: the training would fail at its first
+    batch with a RuntimeError, after the MLflow run had opened."""
+    monkeypatch.setattr(training, "native_bfloat16", lambda device: False)
+    root = write_inputs(tmp_path, **{"train.precision": "bfloat16", "train.model.cell": "lstm"})
+    assert train.main(train_argv(root)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: train.precision: bfloat16 needs bfloat16 kernels (a CPU with")
+    assert err.endswith("which this cpu lacks: set train.precision: float32\n")
+    assert err.count("\n") == 1
+    assert runs() == []
+    assert not (root / "models").exists()
+    with pytest.raises(UserError, match=r"set train\.precision: float32$"):  # `run`, as a library
+        train.run(
+            TINY.model_copy(update={"precision": "bfloat16"}),
+            0,
+            *synthetic_padded(per_class=20),
+            torch.device("cpu"),
+        )
 
 
 def test_an_unreachable_tracking_server_fails_at_once_in_one_line(

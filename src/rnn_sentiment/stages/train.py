@@ -30,7 +30,14 @@ from rnn_sentiment.files import atomic_path, read_npz, write_json
 from rnn_sentiment.lifecycle import stage_main
 from rnn_sentiment.models import ModelConfig, Network, build, count_parameters
 from rnn_sentiment.params import TrainParams
-from rnn_sentiment.training import EpochStats, Split, choose_device, fit, seed_everything
+from rnn_sentiment.training import (
+    EpochStats,
+    Split,
+    choose_device,
+    fit,
+    require_precision,
+    seed_everything,
+)
 
 if TYPE_CHECKING:
     from dvclive import Live
@@ -187,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     vocab_size = tokenizer.get_vocab_size()
     text.check_ids(arrays["ids"], vocab_size, train_file, args.tokenizer)
     budget.check_train(params, vocab_size, arrays["ids"].shape)
+    device = choose_device()
+    require_precision(params.train.precision, device)  # as `fit` does, before a run opens
     prepared = prepare(params.train, params.base.seed, arrays, tokenizer)
     if distributed.must_launch(params.train.distributed):  # start the workers, each runs `main`
         distributed.launch(
             main, (argv if argv is not None else sys.argv[1:],), params.train.distributed
         )
         return 0
-    shard, device = distributed.join(params.train.distributed, choose_device())
+    shard, device = distributed.join(params.train.distributed, device)
     if not shard.is_main:  # ranks other than 0 train in step with it; it tracks and writes
         fit_prepared(prepared, params.train, params.base.seed, device, shard=shard)
         shard.leave()
