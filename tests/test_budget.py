@@ -104,3 +104,14 @@ def test_the_budget_and_the_pad_stage_do_not_import_torch() -> None:
     """The estimates cannot allocate a tensor, and the pad stage starts without torch's import."""
     code = "import sys, rnn_sentiment.stages.pad; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_refit_branch_counts_every_review_once_more_in_int64() -> None:
+    def padded(**train) -> int:
+        chosen = params.parse({"train": train})
+        costs = budget.train_costs(chosen, 10_002, IMDB_TRAIN_ROWS, 400)
+        return next(cost.bytes for cost in costs if cost.what == "the padded reviews")
+
+    branch = {"model": {"nb_features": 1000}}
+    assert padded(**branch, refit_branch=True) - padded(**branch) == IMDB_TRAIN_ROWS * 400 * 8
+    assert padded(refit_branch=True) == padded()  # nothing to refit without a branch

@@ -146,8 +146,10 @@ def train_costs(params: Params, vocab_size: int, rows: int, steps: int) -> list[
             )
         )
     length = f"pad.maxlen: {params.pad.maxlen}"
-    # The padded ids as read (int32), and the train and validation rows in int64.
-    costs.append(Cost("the padded reviews", rows * steps * (4 + INT64), (length,)))
+    # The padded ids as read (int32), and the train and validation rows in int64; a refit of the
+    # branch holds all of them in int64 once more.
+    copies = 2 if train.refit_branch and model.nb_features else 1
+    costs.append(Cost("the padded reviews", rows * steps * (4 + copies * INT64), (length,)))
     batch = max(
         activation_bytes(model, train.batch_size, steps, training=True),
         activation_bytes(model, max(train.batch_size, EVAL_BATCH), steps, training=False),

@@ -112,6 +112,9 @@ class TrainParams(_Block):
     bucket_by_length: StrictBool = True
     # bfloat16: mixed precision (autocast) for training and validation, weights kept in float32.
     precision: Literal["float32", "bfloat16"] = "float32"
+    # After validation has chosen the epoch and the blend, count and train the Naive-Bayes branch
+    # again on every training review, the validation split's too (`training.refit_branch`).
+    refit_branch: StrictBool = False
     distributed: DistributedParams = DistributedParams()
 
 

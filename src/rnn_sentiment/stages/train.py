@@ -35,6 +35,7 @@ from rnn_sentiment.training import (
     Split,
     choose_device,
     fit,
+    refit_branch,
     require_precision,
     seed_everything,
 )
@@ -51,6 +52,7 @@ class TrainResult:
     model: Network
     history: list[EpochStats]
     best_epoch: int
+    refit_seconds: float = 0.0  # `training.refit_branch`, counted in train_seconds
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -62,7 +64,7 @@ class TrainResult:
             "best_val_accuracy": best.val_accuracy,
             "best_train_loss": best.train_loss,
             "best_train_accuracy": best.train_accuracy,
-            "train_seconds": sum(stats.seconds for stats in self.history),
+            "train_seconds": sum(stats.seconds for stats in self.history) + self.refit_seconds,
             "parameters": count_parameters(self.model),
         }
 
@@ -170,7 +172,11 @@ def fit_prepared(
     model.learn_ngrams(prepared.train.ids, prepared.train.labels, prepared.roles)
     train, val = prepared.train, prepared.val
     history, best_epoch = fit(model, train, val, params, seed, device, on_epoch, shard)
-    return TrainResult(model, history, best_epoch)
+    if not (params.refit_branch and params.model.nb_features):
+        return TrainResult(model, history, best_epoch)
+    every_review = Split(torch.cat([train.ids, val.ids]), torch.cat([train.labels, val.labels]))
+    seconds = refit_branch(model, every_review, params, seed, device, best_epoch)
+    return TrainResult(model, history, best_epoch, seconds)
 
 
 @stage_main
